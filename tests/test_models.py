@@ -1,0 +1,44 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from crowdless.models import ModelError, resolve_model
+
+pytestmark = pytest.mark.unit
+
+
+def test_tiny_llama_is_a_loadable_hf_folder(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = json.loads((Path(tiny_model_dir) / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2 and config["hidden_size"] == 128
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert model.config.vocab_size == len(tokenizer)
+    assert tokenizer.chat_template  # SmolLM2's template travels with the tokenizer
+    assert resolve_model("embedded:tiny-llama") == tiny_model_dir  # cached, not rebuilt
+
+
+def test_smollm2_is_converted_to_plain_weights():
+    folder = Path(resolve_model("embedded:smollm2-135m-instruct"))
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["model_type"] == "llama" and config["hidden_size"] == 576
+    assert (folder / "model.safetensors").exists()
+
+
+def test_embedding_model_is_packaged(embedder):
+    vectors = embedder.encode(["a cat", "a kitten", "tax law"], normalize_embeddings=True)
+    assert vectors.shape == (3, 384)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_local_paths_and_hub_ids(tmp_path):
+    with pytest.raises(ModelError, match="unknown embedded model"):
+        resolve_model("embedded:gpt-5")
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
