@@ -78,8 +78,12 @@ class RolloutConfig(Section):
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling (paper: 0.95).")
     max_new_tokens: int = Field(48, ge=1, description="Answer length cap (paper: 100).")
     enforce_eager: bool = Field(True, description="vLLM without torch.compile: starts ~3x faster.")
-    gpu_memory_utilization: float = Field(0.4, gt=0.0, le=1.0, description="vLLM on GPU only.")
-    kv_cache_gb: int = Field(1, ge=1, description="vLLM KV cache on CPU, GiB.")
+    memory_utilization: float = Field(
+        0.1, gt=0.0, le=1.0,
+        description="vLLM gpu_memory_utilization: share of GPU memory, or on CPU of the NUMA "
+        "node's memory, reserved per engine (weights + KV cache).",
+    )
+    max_model_len: int = Field(1024, ge=32, description="Longest prompt + answer the engine holds.")
 
 
 class IsodataConfig(Section):
@@ -142,10 +146,10 @@ class LearnerConfig(Section):
 
 
 class ResourcesConfig(Section):
-    rollout_cpus: float = Field(1.0, gt=0.0, description="CPUs per RolloutWorker.")
+    rollout_cpus: float = Field(0.5, gt=0.0, description="CPUs per RolloutWorker (Ray scheduling share).")
     rollout_gpus: float = Field(0.0, ge=0.0, description="GPUs per RolloutWorker.")
-    ranker_cpus: float = Field(0.5, gt=0.0, description="CPUs per RankerWorker.")
-    learner_cpus: float = Field(1.0, gt=0.0, description="CPUs for the LearnerWorker.")
+    ranker_cpus: float = Field(0.25, gt=0.0, description="CPUs per RankerWorker (Ray scheduling share).")
+    learner_cpus: float = Field(1.0, gt=0.0, description="CPUs for the LearnerWorker (Ray scheduling share).")
     learner_gpus: float = Field(0.0, ge=0.0, description="GPUs for the LearnerWorker.")
     max_worker_restarts: int = Field(2, ge=0, description="Ray restarts a crashed worker this often.")
 

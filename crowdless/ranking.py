@@ -6,28 +6,12 @@ The one place that turns answers into a RankedGroup; the RankerWorker, the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-from algos.pairs import PreferencePair, build_pairs, rank_answers
+from algos.pairs import build_pairs, rank_answers
 from configs.schema import RankingConfig
 from crowdless.models import resolve_model
-
-
-@dataclass(frozen=True)
-class RankedGroup:
-    prompt: str
-    answers: list[str]  # all sampled answers, in sampling order
-    scores: list[float]  # TextRank score of each answer
-    clusters: list[int]  # ISODATA cluster of each answer
-    ranked: list[int]  # indices of the kept (distinct) answers, best first
-    pairs: list[PreferencePair]
-
-    def to_json(self) -> dict:
-        record = asdict(self)
-        record["ranked_answers"] = [self.answers[i] for i in self.ranked]
-        return record
+from crowdless.records import RankedGroup
 
 
 def load_embedder(ref: str = "embedded:all-minilm-l6-v2", device: str = "cpu"):

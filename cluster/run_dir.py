@@ -1,0 +1,94 @@
+"""The run directory: resolved config, metrics.jsonl, TensorBoard events, checkpoints.
+
+    RUN_DIR/config.yaml
+    RUN_DIR/metrics.jsonl               one JSON line per iteration
+    RUN_DIR/tensorboard/
+    RUN_DIR/checkpoints/iter-N/{policy,reward_model,value_model}/   HF folders
+    RUN_DIR/checkpoints/iter-N/replay.jsonl, state.json
+    RUN_DIR/checkpoints/latest -> iter-N   newest complete checkpoint
+    RUN_DIR/control.yaml                optional, read each iteration: {rollout_workers: N}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import yaml
+
+
+def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
+    return run_dir / "checkpoints" / f"iter-{iteration}"
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(iteration, folder) of the newest complete checkpoint, or None."""
+    latest = run_dir / "checkpoints" / "latest"
+    state = latest / "state.json"
+    if not state.exists():
+        return None
+    return json.loads(state.read_text())["iteration"], latest.resolve()
+
+
+def mark_complete(run_dir: Path, iteration: int, state: dict) -> None:
+    """Write state.json last, then swing `latest` atomically: a crash never leaves a half checkpoint as latest."""
+    folder = checkpoint_dir(run_dir, iteration)
+    (folder / "state.json").write_text(json.dumps({"iteration": iteration, **state}, indent=2))
+    link = run_dir / "checkpoints" / "latest"
+    staging = link.with_name("latest.tmp")
+    if staging.is_symlink():
+        staging.unlink()
+    staging.symlink_to(folder.name)
+    os.replace(staging, link)
+
+
+def read_control(run_dir: Path) -> dict:
+    """Run-time controls a user can edit while the job runs (see jobs/scale.py)."""
+    path = run_dir / "control.yaml"
+    if not path.exists():
+        return {}
+    try:
+        control = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        print(f"[crowdless] ignoring {path}: not valid YAML ({exc})", flush=True)
+        return {}
+    return control if isinstance(control, dict) else {}
+
+
+class MetricsLog:
+    """metrics.jsonl (one line per iteration) plus TensorBoard scalars."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_after: int = 0):
+        self.path = run_dir / "metrics.jsonl"
+        if self.path.exists():  # drop lines of iterations a resume will redo
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line and json.loads(line)["iteration"] <= resume_after]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, iteration: int, metrics: dict) -> None:
+        record = {"iteration": iteration, **{k: _plain(v) for k, v in metrics.items()}}
+        with self.path.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        if self.writer:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and value is not None and key != "iteration":
+                    self.writer.add_scalar(key, value, iteration)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
+def _plain(value):
+    """JSON has no NaN: undefined figures (e.g. accuracy with no held-out pairs) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,51 @@
+"""Moving new policy weights from the learner into running rollout engines.
+
+One place for it: the learner publishes a state dict, the driver puts it in
+Ray's object store once, and every RolloutWorker writes it to a local
+safetensors file under /dev/shm and reloads its engine from that file. A GPU
+NCCL broadcast would replace `write_weights_file` + reload with a collective.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def shm_dir() -> Path:
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    path = base / f"crowdless-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_weights_file(state_dict: dict[str, torch.Tensor], tied_embeddings: bool) -> Path:
+    """Safetensors file of the policy's weights; a tied lm_head is left out (the engine ties it)."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        name: tensor.detach().contiguous().cpu()
+        for name, tensor in state_dict.items()
+        if not (tied_embeddings and name == "lm_head.weight")
+    }
+    path = shm_dir() / "policy.safetensors"
+    staging = path.with_suffix(".tmp")
+    save_file(tensors, str(staging))
+    staging.replace(path)
+    return path
+
+
+class VllmWeightSync:
+    """vLLM worker extension (`LLM(worker_extension_cls=...)`): reload weights from a file.
+
+    Tensors cannot travel as collective_rpc arguments (they arrive as lists), and the
+    CPU backend repacks weights, so `reload_weights` with an iterator is the path that works.
+    """
+
+    def reload_weights_from_file(self, path: str) -> None:
+        from safetensors.torch import load_file
+
+        self.model_runner.reload_weights(weights_iterator=iter(load_file(path).items()))

@@ -1,0 +1,23 @@
+"""Prompt and answer tokenisation, shared by rollouts, the reward model and serving."""
+
+from __future__ import annotations
+
+
+def encode_prompt(tokenizer, prompt: str, use_chat_template: bool, max_tokens: int) -> list[int]:
+    """Token ids of a prompt ready for generation: the chat template applied where the
+    tokenizer has one, then left-truncated so the end of the prompt survives."""
+    if use_chat_template and tokenizer.chat_template:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # transformers 5 returns a BatchEncoding
+            ids = ids["input_ids"]
+    else:
+        ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    return list(ids[-max_tokens:])
+
+
+def encode_answer(tokenizer, answer: str, max_tokens: int) -> list[int]:
+    """Answer tokens, ending with EOS as a finished answer does."""
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"][: max_tokens - 1]
+    return list(ids) + [tokenizer.eos_token_id]

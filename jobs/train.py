@@ -1,0 +1,209 @@
+"""The crowdless training job: rollout -> rank -> reward model -> PPO -> weight sync, repeated.
+
+    python jobs/train.py --config configs/tiny.yaml [--run-dir DIR] [--resume] [key.sub=value ...]
+    ray job submit --working-dir . -- python jobs/train.py --config configs/default.yaml
+
+`ray.init()` joins the cluster in RAY_ADDRESS (as under `ray job submit`) or starts a
+local one. Everything the run produces lands in the run directory (cluster/run_dir.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+import numpy as np  # noqa: E402
+
+from configs.schema import ConfigError, CrowdlessConfig, dump_config, load_config  # noqa: E402
+from crowdless.data import DataError, PromptExample, load_prompt_split  # noqa: E402
+from crowdless.models import ModelError, resolve_model  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Label-free RLHF: rollouts, ranking, reward model, PPO.")
+    parser.add_argument("--config", default="default", help="YAML file or packaged name (default, tiny, paper)")
+    parser.add_argument("--run-dir", help="run directory (overrides run.dir)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/latest")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. ppo.kl_coef=0.1")
+    return parser.parse_intermixed_args(argv)
+
+
+def prompts_for_iteration(prompts: list[PromptExample], iteration: int, per_iteration: int,
+                          seed: int) -> list[PromptExample]:
+    """Iteration i takes the next per_iteration prompts of a stream of seeded epoch shuffles,
+    so a resumed run sees exactly the prompts it would have seen."""
+    chosen = []
+    for k in range((iteration - 1) * per_iteration, iteration * per_iteration):
+        epoch, position = divmod(k, len(prompts))
+        chosen.append(prompts[np.random.default_rng([seed, epoch]).permutation(len(prompts))[position]])
+    return chosen
+
+
+class PhaseTimer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str, iteration: int, total: int):
+        print(f"[iter {iteration}/{total}] {phase} ...", flush=True)
+        start = time.perf_counter()
+        yield
+        self.seconds[f"seconds_{phase}"] = round(time.perf_counter() - start, 3)
+
+
+def check_resources(config: CrowdlessConfig, available: dict) -> None:
+    """Fail now, naming the keys, rather than wait forever for workers Ray cannot place."""
+    res = config.resources
+    needs = {
+        "CPU": res.learner_cpus + res.rollout_cpus * config.rollout.num_workers
+        + res.ranker_cpus * config.ranking.num_workers,
+        "GPU": res.learner_gpus + res.rollout_gpus * config.rollout.num_workers,
+    }
+    for kind, needed in needs.items():
+        if needed > available.get(kind, 0) + 1e-9:
+            raise ConfigError(
+                f"the workers need {needed:g} {kind}s but the Ray cluster has {available.get(kind, 0):g}: "
+                f"lower resources.learner_{kind.lower()}s / rollout_{kind.lower()}s / ranker_cpus, "
+                "or rollout.num_workers / ranking.num_workers")
+
+
+def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path | None):
+    import ray
+
+    from actors.learner_worker import LearnerWorker, load_replay
+    from actors.ranker_worker import RankerWorker
+    from actors.rollout_worker import RolloutWorker
+    from cluster.pool import WorkerPool
+
+    res = config.resources
+    check_resources(config, ray.cluster_resources())
+    reference_path = resolve_model(config.model.policy)
+    reward_path = resolve_model(config.model.reward_backbone or config.model.policy)
+    value_path = replay = None
+    if resume_from is not None:
+        policy_path = str(resume_from / "policy")
+        reward_path = str(resume_from / "reward_model")
+        value_path = str(resume_from / "value_model")
+        replay = load_replay(resume_from / "replay.jsonl")
+    learner = ray.remote(LearnerWorker).options(
+        num_cpus=res.learner_cpus, num_gpus=res.learner_gpus
+    ).remote(config, policy_path, reference_path, reward_path, value_path, replay)
+    rollouts = WorkerPool(RolloutWorker, (policy_path, config.model, config.rollout, config.run.seed),
+                          config.rollout.num_workers, num_cpus=res.rollout_cpus, num_gpus=res.rollout_gpus,
+                          max_replacements=res.max_worker_restarts, name="rollout")
+    rankers = WorkerPool(RankerWorker, (config.model.embedding, config.ranking, config.run.seed),
+                         config.ranking.num_workers, num_cpus=res.ranker_cpus, num_gpus=0,
+                         max_replacements=res.max_worker_restarts, name="ranker")
+    return learner, rollouts, rankers
+
+
+def train(config: CrowdlessConfig, resume: bool) -> Path:
+    import ray
+
+    from cluster.run_dir import (MetricsLog, checkpoint_dir, latest_checkpoint, mark_complete,
+                                 read_control)
+
+    run_dir = Path(config.run.dir).resolve()
+    latest = latest_checkpoint(run_dir)
+    if latest and not resume:
+        raise ConfigError(f"{run_dir} already holds checkpoints (latest: iteration {latest[0]}); "
+                          "pass --resume to continue it, or choose another --run-dir")
+    start_iteration = latest[0] + 1 if (resume and latest) else 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+
+    train_prompts, eval_prompts, report = load_prompt_split(config.data, config.run.seed)
+    print(f"[crowdless] prompts: {len(train_prompts)} train, {len(eval_prompts)} held out "
+          f"({report.skipped} malformed rows skipped)", flush=True)
+    policy_path = resolve_model(config.model.policy)
+    if start_iteration > config.run.iterations:
+        print(f"[crowdless] {run_dir} already finished {latest[0]} iterations", flush=True)
+        return run_dir
+
+    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True,
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}})
+    if start_iteration > 1:
+        print(f"[crowdless] resuming {run_dir} at iteration {start_iteration}", flush=True)
+    learner, rollouts, rankers = start_workers(config, policy_path, latest[1] if start_iteration > 1 else None)
+    metrics_log = MetricsLog(run_dir, config.run.log_tensorboard, resume_after=start_iteration - 1)
+    total = config.run.iterations
+    last_metrics: dict = {}
+    for iteration in range(start_iteration, total + 1):
+        phase = PhaseTimer()
+        workers = read_control(run_dir).get("rollout_workers", len(rollouts))
+        if workers != len(rollouts):
+            print(f"[crowdless] scaling rollout workers {len(rollouts)} -> {workers}", flush=True)
+            rollouts.resize(int(workers))
+        prompts = [p.prompt for p in prompts_for_iteration(
+            train_prompts, iteration, config.rollout.prompts_per_iteration, config.run.seed)]
+
+        # 1. Rollout: n answers per prompt from the current policy.
+        with phase("rollout", iteration, total):
+            samples = rollouts.map("generate", prompts, progress="rollout")
+        flat = [rollout for per_prompt in samples for rollout in per_prompt]
+
+        # 2. Rank without labels: TextRank, ISODATA, noise-injected pairs.
+        with phase("rank", iteration, total):
+            groups = [(i, p, [r.response_text for r in rs]) for i, (p, rs) in enumerate(zip(prompts, samples))]
+            ranked = rankers.map("rank", groups, iteration, progress="rank")
+        pairs = [pair for group in ranked for pair in group.pairs]
+
+        # 3. Reward model on this iteration's pairs (plus replay).
+        with phase("reward_model", iteration, total):
+            rm_metrics = ray.get(learner.train_reward.remote(pairs, iteration))
+
+        # 4. PPO against the reward model, KL to the frozen reference.
+        with phase("ppo", iteration, total):
+            ppo_metrics = ray.get(learner.train_policy.remote(flat, iteration))
+
+        # 5. Rollout workers serve the new policy.
+        with phase("weight_sync", iteration, total):
+            sync_seconds = rollouts.broadcast("load_weights", learner.policy_state.remote(), sticky=True)
+
+        # 6. Checkpoint, then log.
+        with phase("checkpoint", iteration, total):
+            folder = checkpoint_dir(run_dir, iteration)
+            ray.get(learner.save_checkpoint.remote(str(folder)))
+            mark_complete(run_dir, iteration, {"prompts_seen": iteration * len(prompts)})
+
+        generated_tokens = sum(len(r.response_ids) for r in flat)
+        last_metrics = {
+            **rm_metrics, **ppo_metrics, **phase.seconds,
+            "pairs": len(pairs),
+            "noised_pairs": sum(p.noised for p in pairs),
+            "clusters_kept": float(np.mean([len(g.ranked) for g in ranked])),
+            "rollout_tokens_per_second": generated_tokens / phase.seconds["seconds_rollout"],
+            "weight_sync_seconds_max": max(sync_seconds),
+            "rollout_workers": len(rollouts),
+        }
+        metrics_log.log(iteration, last_metrics)
+        print(f"[iter {iteration}/{total}] reward {last_metrics['reward_mean']:+.3f}  kl {last_metrics['kl']:.4f}  "
+              f"rm_loss {last_metrics['rm_loss']:.3f}  rm_acc {last_metrics['rm_accuracy']:.2f}  "
+              f"pairs {len(pairs)}  " + "  ".join(f"{k[8:]} {v:.1f}s" for k, v in phase.seconds.items()),
+              flush=True)
+    metrics_log.close()
+    print(f"[crowdless] done: {total} iterations, checkpoints in {run_dir / 'checkpoints'}, "
+          f"metrics in {run_dir / 'metrics.jsonl'}", flush=True)
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides) + ([f"run.dir={args.run_dir}"] if args.run_dir else [])
+    try:
+        config = load_config(args.config, overrides)
+        train(config, args.resume)
+    except (ConfigError, DataError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

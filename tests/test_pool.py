@@ -1,0 +1,59 @@
+"""WorkerPool on a real local Ray cluster: order, sharding, resize, and a lost worker's work redone."""
+
+import os
+
+import pytest
+
+from cluster.pool import WorkerPool, split_evenly
+
+pytestmark = pytest.mark.ray
+
+
+class EchoWorker:
+    """Doubles items; dies (exits its process) on the item 'die' unless marker file exists."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+        self.offset = 0
+
+    def ready(self):
+        return True
+
+    def set_offset(self, offset):
+        self.offset = offset
+
+    def double(self, items):
+        if "die" in items and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(1)
+        return [item if item == "die" else item * 2 + self.offset for item in items]
+
+    def pid(self):
+        return os.getpid()
+
+
+@pytest.mark.unit
+def test_split_evenly():
+    assert split_evenly(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert split_evenly([1], 4) == [[1]]
+    assert sum(split_evenly(list(range(10)), 4), []) == list(range(10))
+
+
+def test_map_resize_and_replacement(ray_local, tmp_path):
+    pool = WorkerPool(EchoWorker, (str(tmp_path / "died"),), 2, num_cpus=0.1, num_gpus=0,
+                      max_replacements=1, name="echo")
+    assert pool.map("double", list(range(5))) == [0, 2, 4, 6, 8]
+    pool.broadcast("set_offset", 100, sticky=True)
+    assert pool.map("double", [1, 2]) == [102, 104]
+    pool.resize(3)
+    assert len(pool) == 3 and pool.map("double", [1, 2, 3]) == [102, 104, 106]  # newcomer got the sticky offset
+    pool.resize(1)
+    assert len(pool) == 1
+    pool.resize(2)
+    # a worker dies mid-call: it is replaced, gets the sticky state, and its share is redone
+    assert pool.map("double", [1, "die", 3, 4]) == [102, "die", 106, 108]
+    assert pool.replacements == 1
+    (tmp_path / "died").unlink()
+    with pytest.raises(RuntimeError, match="max_worker_restarts"):
+        pool.map("double", ["die", 1])
+    pool.shutdown()

@@ -1,0 +1,110 @@
+"""Workers built directly (no Ray): rollout engines, weight loading, the DeepSpeed learner."""
+
+import math
+
+import pytest
+import torch
+
+from configs.schema import load_config
+
+pytestmark = pytest.mark.ray
+
+PROMPTS = ["What is the capital of France?", "Name a colour."]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    return load_config("tiny", [f"run.dir={tmp_path_factory.mktemp('run')}"])
+
+
+def _perturbed_state(model_dir, scale=0.5):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    return model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _hf_logprobs(model, rollout):
+    ids = torch.tensor([rollout.prompt_ids + rollout.response_ids])
+    with torch.no_grad():
+        logprobs = model(ids).logits[0, :-1].log_softmax(-1)
+    start = len(rollout.prompt_ids) - 1
+    return [logprobs[start + t, token].item() for t, token in enumerate(rollout.response_ids)]
+
+
+def _check_rollouts(samples, config):
+    assert len(samples) == len(PROMPTS)
+    for prompt, per_prompt in zip(PROMPTS, samples):
+        assert len(per_prompt) == config.rollout.samples_per_prompt
+        for rollout in per_prompt:
+            assert rollout.prompt == prompt
+            assert 0 < len(rollout.response_ids) <= config.rollout.max_new_tokens
+            assert len(rollout.logprobs) == len(rollout.response_ids)
+            assert all(lp <= 0 for lp in rollout.logprobs)
+
+
+@pytest.mark.parametrize("backend", ["transformers", "vllm"])
+def test_rollout_worker_generates_with_new_weights(backend, config, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from actors.rollout_worker import RolloutWorker
+
+    rollout_config = config.rollout.model_copy(update={"backend": backend})
+    worker = RolloutWorker(tiny_model_dir, config.model, rollout_config, seed=0)
+    before = worker.generate(PROMPTS)
+    _check_rollouts(before, config)
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    sample = before[0][0]
+    assert _hf_logprobs(original, sample) == pytest.approx(sample.logprobs, abs=2e-3)
+
+    perturbed, state = _perturbed_state(tiny_model_dir)
+    seconds = worker.load_weights(state)
+    assert seconds >= 0
+    after = worker.generate(PROMPTS)
+    _check_rollouts(after, config)
+    sample = after[0][0]
+    # the engine's log-probs are those of the new weights, not the old ones
+    assert _hf_logprobs(perturbed, sample) == pytest.approx(sample.logprobs, abs=2e-3)
+    assert _hf_logprobs(original, sample) != pytest.approx(sample.logprobs, abs=2e-3)
+
+
+def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from actors.learner_worker import LearnerWorker, load_replay
+    from actors.rollout_worker import RolloutWorker
+    from algos.pairs import PreferencePair
+
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    pairs = [PreferencePair(f"question {i}?", "a clear and correct answer.", f"zzz qqq {i} xx", 0, 1)
+             for i in range(12)]
+    first = learner.train_reward(pairs, iteration=1)
+    second = learner.train_reward(pairs, iteration=2)
+    assert first["rm_train_loss_after"] < first["rm_train_loss_before"]
+    assert second["rm_train_loss_after"] < first["rm_train_loss_before"]
+    assert 0 <= second["rm_accuracy"] <= 1 and second["rm_pairs_trained"] > 0
+
+    rollout_config = config.rollout.model_copy(update={"backend": "transformers"})
+    sampler = RolloutWorker(tiny_model_dir, config.model, rollout_config, seed=0)
+    rollouts = [r for per_prompt in sampler.generate(PROMPTS) for r in per_prompt]
+    initial = {k: v.clone() for k, v in learner.policy_state().items()}
+    metrics = learner.train_policy(rollouts, iteration=1)
+    for key in ("policy_loss", "value_loss", "kl", "reward_mean", "clipfrac"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["kl"] >= 0
+    assert metrics["engine_logprob_gap"] < 1e-3  # sampler and learner agree on the old policy
+    changed = learner.policy_state()
+    assert any(not torch.equal(initial[k], changed[k]) for k in initial)
+    second_metrics = learner.train_policy(rollouts, iteration=2)
+    assert second_metrics["kl"] > 0  # the policy moved away from the frozen reference
+
+    learner.save_checkpoint(str(tmp_path))
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
+    assert torch.allclose(policy.state_dict()["model.norm.weight"], changed["model.norm.weight"].float())
+    reward = AutoModelForSequenceClassification.from_pretrained(tmp_path / "reward_model")
+    assert reward.config.num_labels == 1
+    assert len(load_replay(tmp_path / "replay.jsonl")) == len(learner.replay) > 0
