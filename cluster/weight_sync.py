@@ -49,3 +49,11 @@ class VllmWeightSync:
         from safetensors.torch import load_file
 
         self.model_runner.reload_weights(weights_iterator=iter(load_file(path).items()))
+        # vLLM's CPU backend computes logits with a packed copy of the lm_head (the tied
+        # embedding) made at load time, and the in-place reload leaves that copy stale
+        # (verified: new norms and projections are used, new embeddings are not). Repack it.
+        model = self.model_runner.get_model()
+        lm_head = getattr(model, "lm_head", None)
+        method = getattr(lm_head, "quant_method", None)
+        if method is not None and hasattr(method, "process_weights_after_loading"):
+            method.process_weights_after_loading(lm_head)

@@ -45,6 +45,6 @@ def ray_local():
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}})
+             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}})
     yield ray
     ray.shutdown()

@@ -1,0 +1,45 @@
+"""Per-phase seconds and throughput of whole training iterations, from a real run.
+
+    python bench/bench_iteration.py [--config default] [key.sub=value ...]
+
+Runs jobs/train.py into a fresh run directory and reports what its metrics.jsonl recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = ("rollout", "rank", "reward_model", "ppo", "weight_sync", "checkpoint")
+RATES = ("rollout_tokens_per_second", "rm_pairs_per_second", "ppo_tokens_per_second")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="default")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    run_dir = Path(tempfile.mkdtemp(prefix="crowdless-bench-")) / "run"
+    subprocess.run([sys.executable, "jobs/train.py", "--config", args.config, "--run-dir", str(run_dir),
+                    *args.overrides], cwd=ROOT, check=True)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    print(f"{'iter':>4} " + " ".join(f"{p:>12}" for p in PHASES) + " " + " ".join(f"{r[:-11]:>22}" for r in RATES))
+    for row in rows:
+        print(f"{row['iteration']:>4} " + " ".join(f"{row['seconds_' + p]:>11.1f}s" for p in PHASES)
+              + " " + " ".join(f"{row[r]:>22.1f}" for r in RATES))
+    write_results(f"iteration-{Path(args.config).stem}", {
+        "config": args.config, "overrides": args.overrides,
+        "iterations": [{k: row[k] for k in ("iteration", *[f"seconds_{p}" for p in PHASES], *RATES)} for row in rows],
+    })
+
+
+if __name__ == "__main__":
+    main()

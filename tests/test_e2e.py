@@ -1,0 +1,105 @@
+"""The real job, end to end: Ray + vLLM + DeepSpeed on the tiny model, a resume, a
+`ray job submit` against a `ray start --head` cluster, and one run on the embedded SmolLM2."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ""}
+
+
+def _train(*args, env=None, timeout=900):
+    result = subprocess.run([sys.executable, "jobs/train.py", *args], cwd=ROOT, env=env or ENV,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    run_dir = tmp_path / "run"
+    out = _train("--config", "tiny", "--run-dir", str(run_dir))
+    assert "[iter 2/2]" in out and "done: 2 iterations" in out
+    metrics = _metrics(run_dir)
+    assert [m["iteration"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert m["pairs"] > 0
+        assert m["rm_train_loss_after"] < m["rm_train_loss_before"]  # the reward model learns its pairs
+        assert m["kl"] >= 0 and m["kl"] == m["kl"] and m["kl"] < float("inf")
+        for key in ("reward_mean", "rm_loss", "rm_accuracy", "policy_loss", "value_loss",
+                    "seconds_rollout", "seconds_rank", "seconds_reward_model", "seconds_ppo",
+                    "seconds_weight_sync", "seconds_checkpoint"):
+            assert key in m
+    assert metrics[0]["kl"] == 0.0  # the first rollout comes from the reference policy itself
+    assert metrics[1]["kl"] > 0
+    # the rollout engine sampled iteration 2 with the weights PPO produced in iteration 1
+    assert metrics[1]["engine_logprob_gap"] < 0.02
+
+    latest = run_dir / "checkpoints" / "latest"
+    assert latest.resolve().name == "iter-2"
+    policy = AutoModelForCausalLM.from_pretrained(latest / "policy")
+    start = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert any(not torch.equal(a, b) for a, b in zip(policy.state_dict().values(), start.state_dict().values()))
+    AutoModelForSequenceClassification.from_pretrained(latest / "reward_model")
+    assert (run_dir / "config.yaml").exists() and any((run_dir / "tensorboard").iterdir())
+
+    # without --resume an existing run is never overwritten
+    refused = subprocess.run([sys.executable, "jobs/train.py", "--config", "tiny", "--run-dir", str(run_dir)],
+                             cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+
+    out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3")
+    assert "resuming" in out and "[iter 3/3]" in out and "[iter 1/3]" not in out
+    assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
+    assert latest.resolve().name == "iter-3"
+
+
+def test_ray_job_submit_on_a_head_node(tmp_path):
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**ENV, "RAY_ADDRESS": ""}
+    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+    started = subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=true",
+                              "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+                             env=env, capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    try:
+        run_dir = tmp_path / "submitted"
+        submit = subprocess.run(
+            [ray, "job", "submit", "--address", "http://127.0.0.1:8265", "--working-dir", ".",
+             "--runtime-env-json", json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1"},
+                                               "excludes": [".venv", "runs", ".git"]}),
+             "--", "python", "jobs/train.py", "--config", "configs/tiny.yaml", "--run-dir", str(run_dir),
+             "run.iterations=1"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        assert "succeeded" in submit.stdout
+        assert [m["iteration"] for m in _metrics(run_dir)] == [1]
+        assert (run_dir / "checkpoints" / "latest" / "policy" / "config.json").exists()
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        time.sleep(2)
+
+
+def test_embedded_smollm2_default_small(tmp_path):
+    run_dir = tmp_path / "smollm2"
+    _train("--config", "default", "--run-dir", str(run_dir), "run.iterations=1",
+           "rollout.prompts_per_iteration=2", "rollout.samples_per_prompt=4", "rollout.max_new_tokens=24",
+           "ppo.minibatch_size=8", "reward.batch_size=4", timeout=1500)
+    [metrics] = _metrics(run_dir)
+    assert metrics["pairs"] > 0 and metrics["kl"] == 0.0
+    assert metrics["response_length"] > 1
+    assert (run_dir / "checkpoints" / "latest" / "policy" / "model.safetensors").exists()
