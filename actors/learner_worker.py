@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from algos.ppo import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_reward_loss,
                        policy_loss, value_loss)
@@ -29,7 +30,8 @@ from configs.schema import CrowdlessConfig
 from crowdless.prompts import encode_answer, encode_prompt
 from crowdless.records import PreferencePair, Rollout
 
-REPLAY_KEEP = 2048  # most recent training pairs remembered for replay
+REPLAY_KEEP = 2048
+ZERO_BUCKET_ELEMENTS = 2 * 10**7  # most recent training pairs remembered for replay
 
 
 def _init_single_process_group(use_cuda: bool) -> None:
@@ -130,12 +132,18 @@ class LearnerWorker:
             "gradient_accumulation_steps": 1,
             "gradient_clipping": self.config.learner.max_grad_norm,
             "bf16": {"enabled": self.dtype == torch.bfloat16},
-            "zero_optimization": {"stage": self.config.learner.zero_stage},
+            # DeepSpeed's default 5e8-element buckets cost GBs per engine, times three engines.
+            "zero_optimization": {"stage": self.config.learner.zero_stage,
+                                  "reduce_bucket_size": ZERO_BUCKET_ELEMENTS,
+                                  "allgather_bucket_size": ZERO_BUCKET_ELEMENTS,
+                                  "stage3_prefetch_bucket_size": ZERO_BUCKET_ELEMENTS,
+                                  "stage3_param_persistence_threshold": 10**5},
             # A torch AdamW: DeepSpeed's CPU Adam would JIT-compile for ~85 s on first use.
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
         }
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        # foreach=False: the multi-tensor kernels hold a model-sized temporary per op.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, foreach=False)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         return engine
 
@@ -204,22 +212,23 @@ class LearnerWorker:
         fresh = [pairs[i] for i in order[n_eval:]]
         replayed = [self.replay[i] for i in rng.permutation(len(self.replay))[: cfg.replay_pairs]]
         train = fresh + replayed
-        start = time.perf_counter()
         before = self._evaluate_pairs(fresh)
         losses = []
+        start = time.perf_counter()
         if train:
             self.reward.module.train()
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            for _ in range(cfg.epochs):
-                for index in _chunks(len(train), cfg.batch_size, torch.randperm(len(train), generator=generator)):
-                    loss, _ = self._pair_losses(self.reward, [train[i] for i in index])
-                    self.reward.backward(loss)
-                    self.reward.step()
-                    losses.append(loss.item())
+            batches = [index for _ in range(cfg.epochs) for index in
+                       _chunks(len(train), cfg.batch_size, torch.randperm(len(train), generator=generator))]
+            for index in tqdm(batches, desc="reward model", unit="batch", leave=False):
+                loss, _ = self._pair_losses(self.reward, [train[i] for i in index])
+                self.reward.backward(loss)
+                self.reward.step()
+                losses.append(loss.item())
+        train_seconds = time.perf_counter() - start
         after = self._evaluate_pairs(fresh)
         held = self._evaluate_pairs(held_out)
         self.replay = (self.replay + fresh)[-REPLAY_KEEP:]
-        seconds = time.perf_counter() - start
         return {
             "rm_loss": float(np.mean(losses)) if losses else float("nan"),
             "rm_train_loss_before": before["rm_loss"],
@@ -228,7 +237,7 @@ class LearnerWorker:
             "rm_accuracy": held["rm_accuracy"],
             "rm_eval_loss": held["rm_loss"],
             "rm_pairs_trained": len(train) * cfg.epochs,
-            "rm_pairs_per_second": len(train) * cfg.epochs / seconds if seconds else 0.0,
+            "rm_pairs_per_second": len(train) * cfg.epochs / train_seconds if train else 0.0,
         }
 
     # ---- PPO --------------------------------------------------------------------------------
@@ -238,7 +247,7 @@ class LearnerWorker:
         cfg = self.config.ppo
         if cfg.value_init == "reward_model":  # the reward model's weights as they are now
             model = self._scalar_model(self.reward_path)
-            model.load_state_dict({k: v.float() for k, v in self._full_state_dict(self.reward).items()})
+            model.load_state_dict(self._full_state_dict(self.reward))  # copies into fp32 params
         else:
             model = self._scalar_model(self.policy_path)
         self.value = self._engine(model, cfg.value_lr, cfg.minibatch_size)
@@ -299,21 +308,22 @@ class LearnerWorker:
         self.value.module.train()
         generator = torch.Generator().manual_seed(int(self._rng(iteration, phase=2).integers(2**31)))
         step_metrics: dict[str, list[float]] = {}
-        for _ in range(cfg.epochs):
-            for rows in _chunks(len(rollouts), cfg.minibatch_size, torch.randperm(len(rollouts), generator=generator)):
-                rows_mask = mask[rows]
-                logprobs = self._response_logprobs(self.policy, batch, rows)
-                loss, policy_metrics = policy_loss(logprobs, stats["old_logprobs"][rows],
-                                                   advantages[rows], rows_mask, cfg.clip_ratio)
-                self.policy.backward(loss.to(self.device))
-                self.policy.step()
-                values = self._response_values(self.value.module, batch, rows)
-                v_loss, value_metrics = value_loss(values, stats["old_values"][rows], returns[rows],
-                                                   rows_mask, cfg.value_clip)
-                self.value.backward((cfg.vf_coef * v_loss).to(self.device))
-                self.value.step()
-                for key, value in {**policy_metrics, **value_metrics}.items():
-                    step_metrics.setdefault(key, []).append(value)
+        minibatches = [rows for _ in range(cfg.epochs) for rows in
+                       _chunks(len(rollouts), cfg.minibatch_size, torch.randperm(len(rollouts), generator=generator))]
+        for rows in tqdm(minibatches, desc="ppo", unit="minibatch", leave=False):
+            rows_mask = mask[rows]
+            logprobs = self._response_logprobs(self.policy, batch, rows)
+            loss, policy_metrics = policy_loss(logprobs, stats["old_logprobs"][rows],
+                                               advantages[rows], rows_mask, cfg.clip_ratio)
+            self.policy.backward(loss.to(self.device))
+            self.policy.step()
+            values = self._response_values(self.value.module, batch, rows)
+            v_loss, value_metrics = value_loss(values, stats["old_values"][rows], returns[rows],
+                                               rows_mask, cfg.value_clip)
+            self.value.backward((cfg.vf_coef * v_loss).to(self.device))
+            self.value.step()
+            for key, value in {**policy_metrics, **value_metrics}.items():
+                step_metrics.setdefault(key, []).append(value)
         seconds = time.perf_counter() - start
         response_tokens = int(mask.sum().item())
         metrics.update({key: float(np.mean(values)) for key, values in step_metrics.items()})
@@ -329,7 +339,9 @@ class LearnerWorker:
     def _full_state_dict(self, engine) -> dict[str, torch.Tensor]:
         if self.config.learner.zero_stage == 3:
             return engine._zero3_consolidated_16bit_state_dict()
-        return {name: tensor.detach().cpu() for name, tensor in engine.module.state_dict().items()}
+        # A copy per tensor: DeepSpeed's parameters are views into one flat buffer, and
+        # pickling a view (to send it through Ray) would serialise the whole buffer each time.
+        return {name: tensor.detach().to("cpu", copy=True) for name, tensor in engine.module.state_dict().items()}
 
     def policy_state(self) -> dict[str, torch.Tensor]:
         return self._full_state_dict(self.policy)

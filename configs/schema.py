@@ -83,7 +83,7 @@ class RolloutConfig(Section):
         description="vLLM gpu_memory_utilization: share of GPU memory, or on CPU of the NUMA "
         "node's memory, reserved per engine (weights + KV cache).",
     )
-    max_model_len: int = Field(1024, ge=32, description="Longest prompt + answer the engine holds.")
+    max_model_len: int = Field(512, ge=32, description="Longest prompt + answer the engine holds.")
 
 
 class IsodataConfig(Section):

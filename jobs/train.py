@@ -10,7 +10,7 @@ local one. Everything the run produces lands in the run directory (cluster/run_d
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import sys
 import time
 from contextlib import contextmanager
@@ -126,8 +126,7 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
         print(f"[crowdless] {run_dir} already finished {latest[0]} iterations", flush=True)
         return run_dir
 
-    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}})
+    ray.init(ignore_reinit_error=True)  # RAY_ADDRESS (ray job submit) or a new local cluster
     if start_iteration > 1:
         print(f"[crowdless] resuming {run_dir} at iteration {start_iteration}", flush=True)
     learner, rollouts, rankers = start_workers(config, policy_path, latest[1] if start_iteration > 1 else None)
@@ -153,6 +152,7 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
             groups = [(i, p, [r.response_text for r in rs]) for i, (p, rs) in enumerate(zip(prompts, samples))]
             ranked = rankers.map("rank", groups, iteration, progress="rank")
         pairs = [pair for group in ranked for pair in group.pairs]
+        write_samples(run_dir, iteration, ranked)
 
         # 3. Reward model on this iteration's pairs (plus replay).
         with phase("reward_model", iteration, total):
@@ -188,9 +188,27 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
               f"pairs {len(pairs)}  " + "  ".join(f"{k[8:]} {v:.1f}s" for k, v in phase.seconds.items()),
               flush=True)
     metrics_log.close()
-    print(f"[crowdless] done: {total} iterations, checkpoints in {run_dir / 'checkpoints'}, "
-          f"metrics in {run_dir / 'metrics.jsonl'}", flush=True)
+    print_summary(run_dir, total)
     return run_dir
+
+
+def write_samples(run_dir: Path, iteration: int, ranked: list) -> None:
+    """RUN_DIR/samples/iter-N.jsonl: every prompt's answers, scores, clusters and pairs, to inspect."""
+    folder = run_dir / "samples"
+    folder.mkdir(exist_ok=True)
+    with (folder / f"iter-{iteration}.jsonl").open("w") as out:
+        for group in ranked:
+            out.write(json.dumps(group.to_json()) + "\n")
+
+
+def print_summary(run_dir: Path, total: int) -> None:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    first, last = rows[0], rows[-1]
+    print(f"[crowdless] done: {total} iterations in {run_dir}", flush=True)
+    for key in ("reward_mean", "kl", "rm_accuracy", "pairs"):
+        print(f"  {key:<12} iteration {first['iteration']}: {first[key]}  ->  iteration {last['iteration']}: {last[key]}")
+    print(f"  policy: {run_dir / 'checkpoints' / 'latest' / 'policy'}   metrics: {run_dir / 'metrics.jsonl'}",
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

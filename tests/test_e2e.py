@@ -14,7 +14,8 @@ import torch
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": ""}
+ENV = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+ENV.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
 
 
 def _train(*args, env=None, timeout=900):
@@ -34,6 +35,7 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     out = _train("--config", "tiny", "--run-dir", str(run_dir))
     assert "[iter 2/2]" in out and "done: 2 iterations" in out
+    assert len((run_dir / "samples" / "iter-1.jsonl").read_text().splitlines()) == 4
     metrics = _metrics(run_dir)
     assert [m["iteration"] for m in metrics] == [1, 2]
     for m in metrics:
@@ -70,7 +72,9 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
 
 def test_ray_job_submit_on_a_head_node(tmp_path):
     ray = str(Path(sys.executable).parent / "ray")
-    env = {**ENV, "RAY_ADDRESS": ""}
+    # as a user with the venv activated: `python` in the entrypoint is the venv's
+    env = {**ENV, "RAY_AUTH_MODE": "disabled",  # loopback-only test cluster: no token auth
+           "PATH": f"{Path(sys.executable).parent}:{ENV.get('PATH', '')}"}
     subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
     started = subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=true",
                               "--dashboard-host=127.0.0.1", "--disable-usage-stats"],

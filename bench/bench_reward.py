@@ -1,0 +1,104 @@
+"""Reward-model training pairs/s: crowdless's DeepSpeed learner vs TRL's RewardTrainer.
+
+    pip install trl   # benchmark only; not a runtime dependency
+    python bench/bench_reward.py [--model embedded:smollm2-135m-instruct] [--pairs 64] [--batch 8]
+
+Same model, same pairs (chatterbot reference answers vs noised copies), same batch
+size and max length; only optimiser steps are timed (after one warm-up step each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import write_results  # noqa: E402
+
+
+def make_pairs(count: int):
+    import numpy as np
+
+    from algos.noise import noisy_negative
+    from algos.pairs import PreferencePair
+    from crowdless.data import load_prompts
+
+    rng = np.random.default_rng(0)
+    examples = [e for e in load_prompts("embedded:chatterbot")[0] if e.reference][:count]
+    return [PreferencePair(e.prompt, e.reference, noisy_negative(e.reference, rng), 0, 1, True) for e in examples]
+
+
+def bench_crowdless(model: str, pairs, batch: int, max_length: int, dtype: str) -> float:
+    from actors.learner_worker import LearnerWorker
+    from configs.schema import load_config
+    from crowdless.models import resolve_model
+
+    config = load_config("default", [f"reward.batch_size={batch}", f"reward.max_length={max_length}",
+                                      "reward.eval_fraction=0", "reward.replay_pairs=0", f"model.dtype={dtype}"])
+    path = resolve_model(model)
+    learner = LearnerWorker(config, path, path, path)
+    learner.train_reward(pairs[:batch], iteration=0)  # warm-up
+    return learner.train_reward(pairs, iteration=1)["rm_pairs_per_second"]
+
+
+def bench_trl(model: str, pairs, batch: int, max_length: int, dtype: str) -> float:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from crowdless.models import resolve_model
+
+    path = resolve_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    network = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
+                                                                 pad_token_id=tokenizer.pad_token_id)
+    rows = [{"prompt": [{"role": "user", "content": p.prompt}],
+             "chosen": [{"role": "assistant", "content": p.chosen}],
+             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.starts = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.starts.append(time.perf_counter())
+
+    timer = StepTimer()
+    args = RewardConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, max_length=max_length,
+                        num_train_epochs=1, learning_rate=1e-5, bf16=dtype == "bfloat16", use_cpu=True,
+                        report_to=[], logging_steps=10**6, save_strategy="no", dataloader_num_workers=0)
+    trainer = RewardTrainer(model=network, args=args, train_dataset=Dataset.from_list(rows),
+                            processing_class=tokenizer, callbacks=[timer])
+    trainer.train()
+    end = time.perf_counter()
+    timed_pairs = len(pairs) - batch  # the first step is the warm-up
+    return timed_pairs / (end - timer.starts[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    args = parser.parse_args()
+    pairs = make_pairs(args.pairs)
+    figures = {"workload": vars(args)}
+    figures["crowdless_pairs_per_second"] = bench_crowdless(args.model, pairs, args.batch, args.max_length, args.dtype)
+    print(f"crowdless (DeepSpeed ZeRO): {figures['crowdless_pairs_per_second']:.2f} pairs/s", flush=True)
+    try:
+        figures["trl_pairs_per_second"] = bench_trl(args.model, pairs, args.batch, args.max_length, args.dtype)
+        print(f"TRL RewardTrainer:          {figures['trl_pairs_per_second']:.2f} pairs/s", flush=True)
+    except ImportError:
+        print("TRL is not installed (pip install trl): skipped", flush=True)
+    write_results(f"reward-{args.dtype}", figures)
+
+
+if __name__ == "__main__":
+    main()
