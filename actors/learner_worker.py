@@ -27,7 +27,7 @@ from algos.ppo import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_r
                        policy_loss, value_loss)
 from actors import use_all_cores
 from configs.schema import CrowdlessConfig
-from crowdless.prompts import encode_answer, encode_prompt
+from crowdless.reward import encode_for_reward, pad_right, sequence_scores, token_values
 from crowdless.records import PreferencePair, Rollout
 
 REPLAY_KEEP = 2048
@@ -48,14 +48,6 @@ def _init_single_process_group(use_cuda: bool) -> None:
                        "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
         os.environ.setdefault(key, value)
     deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
-
-
-def _pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token rows -> (ids [B, L], attention mask [B, L])."""
-    width = max(map(len, rows))
-    ids = torch.tensor([r + [value] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return ids, mask
 
 
 def _chunks(n: int, size: int, order: torch.Tensor | None = None):
@@ -148,27 +140,9 @@ class LearnerWorker:
         return engine
 
     # ---- forward helpers ------------------------------------------------------------------
-    def _token_values(self, module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        """Scalar head on every position: [B, L] (float32)."""
-        hidden = module.base_model(input_ids=ids.to(self.device),
-                                   attention_mask=attention.to(self.device)).last_hidden_state
-        return module.score(hidden).squeeze(-1).float()
-
-    def _sequence_scores(self, module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        """Scalar head at each sequence's last real token: [B]."""
-        last = attention.sum(dim=1) - 1
-        values = self._token_values(module, ids, attention)
-        return values[torch.arange(len(ids)), last.to(values.device)]
-
     def _encode_for_reward(self, prompts: list[str], answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        limit = self.config.reward.max_length
-        rows = []
-        for prompt, answer in zip(prompts, answers):
-            prompt_ids = encode_prompt(self.reward_tokenizer, prompt, self.config.model.use_chat_template,
-                                       self.config.model.max_prompt_tokens)
-            answer_ids = encode_answer(self.reward_tokenizer, answer, limit // 2)
-            rows.append((prompt_ids + answer_ids)[-limit:])
-        return _pad(rows, self.reward_tokenizer.pad_token_id or self.pad_id)
+        return encode_for_reward(self.reward_tokenizer, prompts, answers, self.config.reward.max_length,
+                                 self.config.model.use_chat_template, self.config.model.max_prompt_tokens)
 
     @torch.no_grad()
     def score(self, prompts: list[str], answers: list[str]) -> list[float]:
@@ -178,7 +152,7 @@ class LearnerWorker:
         scores = []
         for index in _chunks(len(prompts), self.config.reward.batch_size * 4):
             ids, attention = self._encode_for_reward([prompts[i] for i in index], [answers[i] for i in index])
-            scores += self._sequence_scores(module, ids, attention).tolist()
+            scores += sequence_scores(module, ids, attention).tolist()
         return scores
 
     # ---- reward model ---------------------------------------------------------------------
@@ -186,7 +160,7 @@ class LearnerWorker:
         ids, attention = self._encode_for_reward(
             [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
         )
-        scores = self._sequence_scores(engine.module, ids, attention)
+        scores = sequence_scores(engine.module, ids, attention)
         return pairwise_reward_loss(scores[: len(pairs)], scores[len(pairs) :])
 
     @torch.no_grad()
@@ -255,7 +229,7 @@ class LearnerWorker:
     def _ppo_batch(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
         """Prompt + response rows, and where each response token sits: index [B, T] into the
         [B, L-1] grid of next-token log-probs, with mask [B, T] (1 = real response token)."""
-        ids, attention = _pad([r.prompt_ids + r.response_ids for r in rollouts], self.pad_id)
+        ids, attention = pad_right([r.prompt_ids + r.response_ids for r in rollouts], self.pad_id)
         lengths = torch.tensor([len(r.response_ids) for r in rollouts])
         width = int(lengths.max())
         steps = torch.arange(width)
@@ -271,7 +245,7 @@ class LearnerWorker:
         return token_logprobs.gather(1, batch["index"][rows].to(self.device)).cpu()
 
     def _response_values(self, module, batch: dict, rows: torch.Tensor) -> torch.Tensor:
-        values = self._token_values(module, batch["ids"][rows], batch["attention"][rows])[:, :-1]
+        values = token_values(module, batch["ids"][rows], batch["attention"][rows])[:, :-1]
         return values.gather(1, batch["index"][rows].to(values.device)).cpu()
 
     @torch.no_grad()

@@ -161,6 +161,8 @@ class ServeConfig(Section):
     api_key: str | None = Field(None, description="Bearer token; None leaves the API open.")
     max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens a request may ask.")
     max_n: int = Field(8, ge=1, description="Largest n a request may ask.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    poll_seconds: float = Field(2.0, gt=0.0, description="How often replicas look for a new checkpoint.")
 
 
 class CrowdlessConfig(Section):

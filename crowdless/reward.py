@@ -1,0 +1,44 @@
+"""Reward-model inputs and scores, shared by the learner and the Serve app.
+
+The reward model is an AutoModelForSequenceClassification with one label; its
+scalar `score` head is read at the last real token of prompt + answer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from crowdless.prompts import encode_answer, encode_prompt
+
+
+def pad_right(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token rows -> (ids [B, L], attention mask [B, L])."""
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [value] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+def encode_for_reward(tokenizer, prompts: list[str], answers: list[str], max_length: int,
+                      use_chat_template: bool, max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt (chat-templated) + answer + EOS, keeping the last max_length tokens of each."""
+    rows = []
+    for prompt, answer in zip(prompts, answers):
+        prompt_ids = encode_prompt(tokenizer, prompt, use_chat_template, max_prompt_tokens)
+        rows.append((prompt_ids + encode_answer(tokenizer, answer, max_length // 2))[-max_length:])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return pad_right(rows, pad)
+
+
+def token_values(module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """The scalar head on every position: [B, L] float32."""
+    device = next(module.parameters()).device
+    hidden = module.base_model(input_ids=ids.to(device), attention_mask=attention.to(device)).last_hidden_state
+    return module.score(hidden).squeeze(-1).float()
+
+
+def sequence_scores(module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """The scalar head at each sequence's last real token: [B]."""
+    values = token_values(module, ids, attention)
+    last = (attention.sum(dim=1) - 1).to(values.device)
+    return values[torch.arange(len(ids), device=values.device), last]

@@ -1,0 +1,323 @@
+"""The Ray Serve application: an OpenAI-style HTTP API over the tuned model, plus the reward
+model and the label-free ranker as services, following a training run's checkpoints live.
+
+    python -m serve --model runs/default            # serve a run's latest checkpoint
+    serve run configs/serve.yaml                    # the same through Serve's config file
+
+Routes: POST /v1/completions, POST /v1/chat/completions (stream: true -> server-sent events),
+GET /v1/models, POST /v1/rewards, POST /v1/rank, GET /healthz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from configs.schema import CrowdlessConfig, load_config
+from serve.schemas import AnswersRequest, ChatCompletionRequest, CompletionRequest, SamplingFields
+
+app = FastAPI(title="crowdless")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 kind: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
+
+
+def error_response(status: int, message: str, param: str | None = None,
+                   kind: str = "invalid_request_error", code: str | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(status_code=status, content=body)
+
+
+@app.exception_handler(ApiError)
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    return error_response(error.status, error.message, error.param, error.kind, error.code)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return error_response(400, f"request body is not valid JSON: {first.get('ctx', {}).get('error', '')}")
+    location = [str(part) for part in first["loc"] if part != "body"]
+    param = ".".join(location) or None
+    return error_response(400, f"{param}: {first['msg']}" if param else first["msg"], param)
+
+
+@dataclass
+class ModelSource:
+    """What to serve: a run directory (its checkpoints/latest) or a model reference."""
+
+    policy: str
+    reward_model: str | None
+    run_dir: Path | None
+    iteration: int | None
+
+    @classmethod
+    def resolve(cls, model: str) -> ModelSource:
+        from cluster.run_dir import latest_checkpoint
+        from crowdless.models import resolve_model
+
+        run_dir = Path(model)
+        if (run_dir / "checkpoints").is_dir() or (run_dir / "config.yaml").exists():
+            latest = latest_checkpoint(run_dir)
+            if latest is None:
+                raise FileNotFoundError(f"{run_dir} has no complete checkpoint yet (checkpoints/latest)")
+            iteration, folder = latest
+            return cls(str(folder / "policy"), str(folder / "reward_model"), run_dir.resolve(), iteration)
+        return cls(resolve_model(model), None, None, None)
+
+
+@serve.deployment(name="crowdless", max_ongoing_requests=64)
+@serve.ingress(app)
+class CrowdlessServer:
+    def __init__(self, model: str, config: str | None = "default", overrides: list[str] | None = None,
+                 served_name: str | None = None):
+        from transformers import AutoTokenizer
+
+        from crowdless.ranking import load_embedder
+        from serve.engine import start_engine
+
+        self.config: CrowdlessConfig = load_config(config, overrides or [])
+        self.source = ModelSource.resolve(model)
+        self.name = served_name or (self.source.run_dir.name if self.source.run_dir else Path(model).name or model)
+        self.api_key = self.config.serve.api_key or os.environ.get("CROWDLESS_API_KEY")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source.policy)
+        self.engine = start_engine(self.source.policy, self.config.model, self.config.rollout, self.config.run.seed)
+        self.embedder = load_embedder(self.config.model.embedding)
+        self.reward = self._load_reward_model(self.source.reward_model)
+        self.loaded_at = time.time()
+        self._watcher: asyncio.Task | None = None
+
+    def _ensure_watcher(self) -> None:
+        """Started from the replica's event loop (a request or Serve's health check), not __init__."""
+        if self.source.run_dir and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.get_running_loop().create_task(self._follow_run())
+
+    async def check_health(self) -> None:  # Serve calls this every few seconds
+        self._ensure_watcher()
+
+    # ---- live updates -----------------------------------------------------------------------
+    def _load_reward_model(self, folder: str | None):
+        if folder is None or not Path(folder).exists():
+            return None
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        return model, AutoTokenizer.from_pretrained(folder)
+
+    async def _follow_run(self) -> None:
+        """Poll the run's `latest`; switch weights in place (in-flight requests keep going)."""
+        from cluster.run_dir import latest_checkpoint
+
+        while True:
+            await asyncio.sleep(self.config.serve.poll_seconds)
+            try:
+                latest = latest_checkpoint(self.source.run_dir)
+                if latest and latest[0] != self.source.iteration:
+                    await self._switch_to(*latest)
+            except Exception as error:  # a half-written or broken checkpoint must not stop serving
+                print(f"[crowdless.serve] could not load new checkpoint: {error}", flush=True)
+
+    async def _switch_to(self, iteration: int, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        from cluster.weight_sync import write_weights_file
+
+        state = await asyncio.to_thread(load_file, str(folder / "policy" / "model.safetensors"))
+        path = await asyncio.to_thread(write_weights_file, state, self.engine.tied_embeddings)
+        await self.engine.load_weights_file(str(path))
+        self.reward = await asyncio.to_thread(self._load_reward_model, str(folder / "reward_model"))
+        self.source = ModelSource(str(folder / "policy"), str(folder / "reward_model"), self.source.run_dir, iteration)
+        self.loaded_at = time.time()
+        print(f"[crowdless.serve] now serving {self.source.run_dir} iteration {iteration}", flush=True)
+
+    # ---- request checks ---------------------------------------------------------------------
+    def _authorize(self, request: Request) -> None:
+        self._ensure_watcher()
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            raise ApiError(401, "missing or wrong API key (Authorization: Bearer <key>)",
+                           kind="authentication_error", code="invalid_api_key")
+
+    async def _parse(self, request: Request, schema: type):
+        self._authorize(request)
+        limit = self.config.serve.max_body_bytes
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise ApiError(413, f"request body over {limit} bytes (serve.max_body_bytes)")
+        body = await request.body()
+        if len(body) > limit:
+            raise ApiError(413, f"request body over {limit} bytes (serve.max_body_bytes)")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ApiError(400, f"request body is not valid JSON: {error}") from None
+        try:
+            return schema.model_validate(data)
+        except Exception as error:  # pydantic.ValidationError
+            raise RequestValidationError(getattr(error, "errors", lambda: [])()) from None
+
+    def _check_sampling(self, body: SamplingFields, prompt_ids: list[int], prompt_param: str) -> None:
+        limits = self.config.serve
+        if body.model not in (self.name, self.source.policy):
+            raise ApiError(404, f"model {body.model!r} is not served here; GET /v1/models lists {self.name!r}",
+                           "model", code="model_not_found")
+        if body.max_tokens > limits.max_tokens_limit:
+            raise ApiError(400, f"max_tokens {body.max_tokens} is over this server's limit {limits.max_tokens_limit}",
+                           "max_tokens")
+        if body.n > limits.max_n:
+            raise ApiError(400, f"n {body.n} is over this server's limit {limits.max_n}", "n")
+        if len(prompt_ids) + body.max_tokens > self.engine.max_model_len:
+            raise ApiError(400, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({body.max_tokens}) exceeds "
+                           f"the context length {self.engine.max_model_len}", prompt_param)
+        if body.seed is not None and not self.engine.supports_seed:
+            raise ApiError(400, "seed is not supported by this engine (vLLM's CPU sampler cannot seed single "
+                           "requests); omit it, or serve with rollout.backend=transformers", "seed")
+
+    def _sampling_request(self, body: SamplingFields, prompt_ids: list[int]):
+        from serve.engine import SamplingRequest
+
+        return SamplingRequest(prompt_ids, body.n, body.max_tokens, body.temperature, body.top_p,
+                               body.stop_list, body.seed)
+
+    # ---- generation -------------------------------------------------------------------------
+    async def _respond(self, body: SamplingFields, prompt_ids: list[int], chat: bool):
+        request = self._sampling_request(body, prompt_ids)
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        kind = "chat.completion" if chat else "text_completion"
+        if body.stream:
+            return StreamingResponse(self._stream(request, ident, created, kind, body.model, chat),
+                                     media_type="text/event-stream")
+        texts, reasons, tokens = [""] * body.n, [None] * body.n, [0] * body.n
+        async for delta in self.engine.generate(request):
+            texts[delta.index] += delta.text
+            tokens[delta.index] = delta.tokens
+            reasons[delta.index] = delta.finish_reason or reasons[delta.index]
+        choices = [
+            {"index": i, "finish_reason": reasons[i] or "length",
+             **({"message": {"role": "assistant", "content": texts[i]}} if chat else {"text": texts[i], "logprobs": None})}
+            for i in range(body.n)
+        ]
+        usage = {"prompt_tokens": len(prompt_ids), "completion_tokens": sum(tokens),
+                 "total_tokens": len(prompt_ids) + sum(tokens)}
+        return {"id": ident, "object": kind, "created": created, "model": body.model,
+                "choices": choices, "usage": usage}
+
+    async def _stream(self, request, ident: str, created: int, kind: str, model: str, chat: bool):
+        chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+
+        def event(choice: dict) -> str:
+            return "data: " + json.dumps({"id": ident, "object": chunk_kind, "created": created,
+                                          "model": model, "choices": [choice]}) + "\n\n"
+
+        if chat:
+            for index in range(request.n):
+                yield event({"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
+        try:
+            async for delta in self.engine.generate(request):
+                content = {"delta": {"content": delta.text}} if chat else {"text": delta.text, "logprobs": None}
+                yield event({"index": delta.index, **content, "finish_reason": delta.finish_reason})
+        except Exception as error:  # the stream has started: report in-band, keep the server up
+            yield "data: " + json.dumps({"error": {"message": str(error), "type": "server_error"}}) + "\n\n"
+        yield "data: [DONE]\n\n"
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request):
+        from crowdless.prompts import encode_prompt
+
+        body = await self._parse(request, CompletionRequest)
+        prompt_ids = encode_prompt(self.tokenizer, body.prompt, use_chat_template=False, max_tokens=10**9)
+        self._check_sampling(body, prompt_ids, "prompt")
+        return await self._respond(body, prompt_ids, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        body = await self._parse(request, ChatCompletionRequest)
+        messages = [m.model_dump() for m in body.messages]
+        if self.tokenizer.chat_template:
+            encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            prompt_ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+        else:
+            text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+            prompt_ids = self.tokenizer(text)["input_ids"]
+        self._check_sampling(body, prompt_ids, "messages")
+        return await self._respond(body, prompt_ids, chat=True)
+
+    # ---- models, rewards, ranking ---------------------------------------------------------
+    @app.get("/v1/models")
+    async def models(self, request: Request):
+        self._authorize(request)
+        checkpoint = None
+        if self.source.run_dir:
+            checkpoint = {"run": str(self.source.run_dir), "iteration": self.source.iteration}
+        return {"object": "list", "data": [{
+            "id": self.name, "object": "model", "created": int(self.loaded_at), "owned_by": "crowdless",
+            "root": self.source.policy, "checkpoint": checkpoint,
+        }]}
+
+    @app.post("/v1/rewards")
+    async def rewards(self, request: Request):
+        from crowdless.reward import encode_for_reward, sequence_scores
+
+        body = await self._parse(request, AnswersRequest)
+        if self.reward is None:
+            raise ApiError(404, "no reward model is served: start the server on a run directory", "model",
+                           code="reward_model_not_found")
+        model, tokenizer = self.reward
+        cfg = self.config
+
+        def score() -> list[float]:
+            import torch
+
+            ids, attention = encode_for_reward(tokenizer, [body.prompt] * len(body.answers), body.answers,
+                                               cfg.reward.max_length, cfg.model.use_chat_template,
+                                               cfg.model.max_prompt_tokens)
+            with torch.no_grad():
+                return sequence_scores(model, ids, attention).tolist()
+
+        scores = await asyncio.to_thread(score)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return {"object": "list", "prompt": body.prompt, "scores": scores, "ranking": order,
+                "checkpoint_iteration": self.source.iteration}
+
+    @app.post("/v1/rank")
+    async def rank(self, request: Request):
+        from crowdless.ranking import embed, rank_group
+
+        body = await self._parse(request, AnswersRequest)
+
+        def run():
+            vectors = embed(self.embedder, body.answers)
+            return rank_group(body.prompt, body.answers, vectors, self.config.ranking,
+                              np.random.default_rng(self.config.run.seed))
+
+        group = await asyncio.to_thread(run)
+        return {"object": "ranking", **group.to_json()}
+
+    @app.get("/healthz")
+    async def healthz(self):
+        return {"status": "ok", "model": self.name, "iteration": self.source.iteration}
+
+
+def build_app(args: dict) -> serve.Application:
+    """Entry point for `serve run` / `serve deploy` (configs/serve.yaml): args model, config,
+    overrides, served_name. Replicas, autoscaling and resources come from the Serve config."""
+    unknown = set(args) - {"model", "config", "overrides", "served_name"}
+    if unknown or "model" not in args:
+        raise ValueError(f"serve args need 'model' and accept config, overrides, served_name; got {sorted(args)}")
+    return CrowdlessServer.bind(args["model"], args.get("config", "default"), args.get("overrides", []),
+                                args.get("served_name"))
