@@ -155,7 +155,11 @@ class ResourcesConfig(Section):
 
 
 class ServeConfig(Section):
-    enabled: bool = Field(False, description="Start / refresh the Serve app from the training job.")
+    enabled: bool = Field(
+        False, description="The training job starts the Serve app on its run after the first checkpoint; "
+        "the app then follows each new checkpoint and lives as long as the Ray cluster.")
+    replica_cpus: float = Field(0.25, gt=0.0, description="CPUs per Serve replica (Ray scheduling share).")
+    replica_gpus: float = Field(0.0, ge=0.0, description="GPUs per Serve replica.")
     host: str = Field("127.0.0.1", description="HTTP host.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     api_key: str | None = Field(None, description="Bearer token; None leaves the API open.")

@@ -62,15 +62,16 @@ def check_resources(config: CrowdlessConfig, available: dict) -> None:
     res = config.resources
     needs = {
         "CPU": res.learner_cpus + res.rollout_cpus * config.rollout.num_workers
-        + res.ranker_cpus * config.ranking.num_workers,
-        "GPU": res.learner_gpus + res.rollout_gpus * config.rollout.num_workers,
+        + res.ranker_cpus * config.ranking.num_workers + config.serve.enabled * config.serve.replica_cpus,
+        "GPU": res.learner_gpus + res.rollout_gpus * config.rollout.num_workers
+        + config.serve.enabled * config.serve.replica_gpus,
     }
     for kind, needed in needs.items():
         if needed > available.get(kind, 0) + 1e-9:
             raise ConfigError(
                 f"the workers need {needed:g} {kind}s but the Ray cluster has {available.get(kind, 0):g}: "
                 f"lower resources.learner_{kind.lower()}s / rollout_{kind.lower()}s / ranker_cpus, "
-                "or rollout.num_workers / ranking.num_workers")
+                "serve.replica_cpus / replica_gpus, or rollout.num_workers / ranking.num_workers")
 
 
 def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path | None):
@@ -171,6 +172,8 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
             folder = checkpoint_dir(run_dir, iteration)
             ray.get(learner.save_checkpoint.remote(str(folder)))
             mark_complete(run_dir, iteration, {"prompts_seen": iteration * len(prompts)})
+        if config.serve.enabled and iteration == start_iteration:
+            start_serving(run_dir, config)
 
         generated_tokens = sum(len(r.response_ids) for r in flat)
         last_metrics = {
@@ -190,6 +193,15 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
     metrics_log.close()
     print_summary(run_dir, total)
     return run_dir
+
+
+def start_serving(run_dir: Path, config: CrowdlessConfig) -> None:
+    """serve.enabled: run the Serve app on this run; its replicas pick up every later checkpoint."""
+    from serve.app import start_app
+
+    start_app(str(run_dir), str(run_dir / "config.yaml"), [], config.serve.host, config.serve.port)
+    print(f"[crowdless] serving {run_dir} at http://{config.serve.host}:{config.serve.port}/v1 "
+          "(follows new checkpoints; lives as long as the Ray cluster)", flush=True)
 
 
 def write_samples(run_dir: Path, iteration: int, ranked: list) -> None:

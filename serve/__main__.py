@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from configs.schema import ConfigError, load_config
-    from serve.app import build_app
+    from serve.app import start_app
 
     overrides = list(args.overrides)
     overrides += [f"serve.host={args.host}"] if args.host else []
@@ -35,9 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     ray.init(ignore_reinit_error=True)
-    serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
-    serve.run(build_app({"model": args.model, "config": args.config, "overrides": overrides,
-                         "served_name": args.name}), name="crowdless", route_prefix="/")
+    start_app(args.model, args.config, overrides, config.serve.host, config.serve.port, args.name)
     print(f"[crowdless.serve] serving {args.model} on http://{config.serve.host}:{config.serve.port}/v1",
           flush=True)
     try:

@@ -319,5 +319,15 @@ def build_app(args: dict) -> serve.Application:
     unknown = set(args) - {"model", "config", "overrides", "served_name"}
     if unknown or "model" not in args:
         raise ValueError(f"serve args need 'model' and accept config, overrides, served_name; got {sorted(args)}")
-    return CrowdlessServer.bind(args["model"], args.get("config", "default"), args.get("overrides", []),
-                                args.get("served_name"))
+    config = load_config(args.get("config", "default"), args.get("overrides", []))
+    resources = {"num_cpus": config.serve.replica_cpus, "num_gpus": config.serve.replica_gpus}
+    return CrowdlessServer.options(ray_actor_options=resources).bind(
+        args["model"], args.get("config", "default"), args.get("overrides", []), args.get("served_name"))
+
+
+def start_app(model: str, config: str | None, overrides: list[str], host: str, port: int,
+              served_name: str | None = None) -> None:
+    """Run the app on Serve (detached: on a long-lived cluster it outlives the caller)."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app({"model": model, "config": config, "overrides": overrides, "served_name": served_name}),
+              name="crowdless", route_prefix="/")

@@ -87,12 +87,21 @@ def test_ray_job_submit_on_a_head_node(tmp_path):
              "--runtime-env-json", json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1"},
                                                "excludes": [".venv", "runs", ".git"]}),
              "--", "python", "jobs/train.py", "--config", "configs/tiny.yaml", "--run-dir", str(run_dir),
-             "run.iterations=1"],
+             "run.iterations=1", "serve.enabled=true", "serve.port=8766"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "succeeded" in submit.stdout
         assert [m["iteration"] for m in _metrics(run_dir)] == [1]
         assert (run_dir / "checkpoints" / "latest" / "policy" / "config.json").exists()
+        # serve.enabled: the job started the Serve app, which outlives it on the cluster
+        from openai import OpenAI
+
+        client = OpenAI(base_url="http://127.0.0.1:8766/v1", api_key="none", max_retries=3, timeout=120)
+        [model] = client.models.list().data
+        assert model.id == "submitted" and model.checkpoint["iteration"] == 1
+        reply = client.chat.completions.create(model="submitted", max_tokens=4,
+                                               messages=[{"role": "user", "content": "Hi"}])
+        assert reply.choices[0].message.content is not None
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
         time.sleep(2)
