@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/python jobs/train.py --config configs/default.yaml $(ARGS)
+	# --resume: a second `make run` continues (or reports) the same run instead of refusing it
+	$(BIN)/python jobs/train.py --config configs/default.yaml --resume $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -m "not gpu" $(ARGS)
