@@ -111,6 +111,10 @@ class CrowdlessServer:
     async def check_health(self) -> None:  # Serve calls this every few seconds
         self._ensure_watcher()
 
+    def __del__(self) -> None:  # Serve calls this when it stops a replica gracefully
+        if getattr(self, "engine", None) is not None:
+            self.engine.shutdown()
+
     # ---- live updates -----------------------------------------------------------------------
     def _load_reward_model(self, folder: str | None):
         if folder is None or not Path(folder).exists():

@@ -74,6 +74,10 @@ class VllmEngine:
     async def load_weights_file(self, path: str) -> None:
         await self.engine.collective_rpc("reload_weights_from_file", args=(path,))
 
+    def shutdown(self) -> None:
+        """Stop the engine-core processes; a killed replica would otherwise leave them running."""
+        self.engine.shutdown()
+
 
 class TransformersEngine:
     """Fallback: one request at a time on a worker thread; streams each choice as a whole."""
@@ -125,6 +129,9 @@ class TransformersEngine:
         with self._lock:
             self.model.load_state_dict(state, strict=False)
             self.model.tie_weights()
+
+    def shutdown(self) -> None:
+        pass
 
 
 def start_engine(model_path: str, model: ModelConfig, rollout: RolloutConfig, seed: int):

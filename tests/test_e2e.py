@@ -103,6 +103,9 @@ def test_ray_job_submit_on_a_head_node(tmp_path):
                                                messages=[{"role": "user", "content": "Hi"}])
         assert reply.choices[0].message.content is not None
     finally:
+        # stop the Serve app gracefully first: its replica then shuts its vLLM engine processes down
+        subprocess.run([str(Path(sys.executable).parent / "serve"), "shutdown", "-y",
+                        "--address", "http://127.0.0.1:8265"], env=env, capture_output=True, timeout=120)
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
         time.sleep(2)
 
