@@ -35,7 +35,8 @@ async def load(url: str, key: str, model: str, concurrency: int, requests: int, 
             tokens += response.usage.completion_tokens
 
     start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(requests)))
+    async with client:  # closed inside this event loop (asyncio.run makes one per load level)
+        await asyncio.gather(*(one(i) for i in range(requests)))
     seconds = time.perf_counter() - start
     latencies.sort()
     return {"requests_per_second": requests / seconds, "p50_seconds": latencies[len(latencies) // 2],
