@@ -62,16 +62,17 @@ def _chatterbot_rows(categories: list[str]) -> Iterable[tuple[str, Any]]:
             yield where, {"prompt": str(turns[0]), "reference": reference}
 
 
-def _jsonl_rows(path: Path) -> Iterable[tuple[str, Any]]:
+def read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
+    """(line number, parsed value) per non-blank line; a line that is not JSON yields a DataError
+    in place of the value, so the caller decides whether to stop or to skip and count it."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
-                yield where, json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
-                yield where, DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+                yield number, DataError(f"invalid JSON ({exc.msg} at column {exc.colno})")
 
 
 def _table_rows(path: Path) -> Iterable[tuple[str, Any]]:
@@ -131,7 +132,9 @@ def _rows(source: str, split: str) -> Iterable[tuple[str, Any]]:
     if path.suffix in {".jsonl", ".json", ".csv", ".parquet"}:
         if not path.exists():
             raise DataError(f"data file not found: {path}")
-        return _jsonl_rows(path) if path.suffix == ".jsonl" else _table_rows(path)
+        if path.suffix == ".jsonl":
+            return ((f"{path}:{number}", row) for number, row in read_jsonl(path))
+        return _table_rows(path)
     return _hub_rows(source, split)
 
 

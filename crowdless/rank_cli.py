@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from configs.schema import ConfigError, load_config
-from crowdless.data import DataError
+from crowdless.data import DataError, read_jsonl
 from crowdless.ranking import embed, load_embedder, rank_group
 
 CHUNK_GROUPS = 256  # groups embedded together: one batch call, bounded memory
@@ -31,26 +31,21 @@ CHUNK_GROUPS = 256  # groups embedded together: one batch call, bounded memory
 def read_answer_groups(path: Path, skip_bad: bool) -> Iterator[tuple[int, str, list[str]]]:
     """Yields (line number, prompt, answers); bad lines raise DataError (or are skipped, counted)."""
     skipped = 0
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield (number, *_parse_group(line))
-            except DataError as exc:
-                if not skip_bad:
-                    raise DataError(f"{path}:{number}: {exc}") from None
-                skipped += 1
-                print(f"skipping {path}:{number}: {exc}", file=sys.stderr)
+    for number, row in read_jsonl(path):
+        try:
+            yield (number, *_parse_group(row))
+        except DataError as exc:
+            if not skip_bad:
+                raise DataError(f"{path}:{number}: {exc}") from None
+            skipped += 1
+            print(f"skipping {path}:{number}: {exc}", file=sys.stderr)
     if skipped:
         print(f"skipped {skipped} bad lines of {path}", file=sys.stderr)
 
 
-def _parse_group(line: str) -> tuple[str, list[str]]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+def _parse_group(row) -> tuple[str, list[str]]:
+    if isinstance(row, DataError):
+        raise row
     if not isinstance(row, dict):
         raise DataError(f"expected an object, got {type(row).__name__}")
     for key in ("prompt", "answers"):
