@@ -30,8 +30,8 @@ from configs.schema import CrowdlessConfig
 from crowdless.reward import encode_for_reward, pad_right, sequence_scores, token_values
 from crowdless.records import PreferencePair, Rollout
 
-REPLAY_KEEP = 2048
-ZERO_BUCKET_ELEMENTS = 2 * 10**7  # most recent training pairs remembered for replay
+REPLAY_KEEP = 2048  # most recent training pairs remembered for replay
+ZERO_BUCKET_ELEMENTS = 2 * 10**7  # ZeRO reduce / all-gather bucket size
 
 
 def _init_single_process_group(use_cuda: bool) -> None:
