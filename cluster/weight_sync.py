@@ -2,22 +2,26 @@
 
 One place for it: the learner publishes a state dict, the driver puts it in
 Ray's object store once, and every RolloutWorker writes it to a local
-safetensors file under /dev/shm and reloads its engine from that file. A GPU
+safetensors file (under /dev/shm where it fits) and reloads its engine from that file. A GPU
 NCCL broadcast would replace `write_weights_file` + reload with a collective.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 
-def shm_dir() -> Path:
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    path = base / f"crowdless-{os.getpid()}"
+def weights_dir(size_bytes: int) -> Path:
+    """/dev/shm where it has room for the file (containers often mount only 64 MB there),
+    else the temporary directory on disk."""
+    shm = Path("/dev/shm")
+    fits = shm.is_dir() and shutil.disk_usage(shm).free > 2 * size_bytes  # the staging copy, then the file
+    path = (shm if fits else Path(tempfile.gettempdir())) / f"crowdless-{os.getpid()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -31,7 +35,7 @@ def write_weights_file(state_dict: dict[str, torch.Tensor], tied_embeddings: boo
         for name, tensor in state_dict.items()
         if not (tied_embeddings and name == "lm_head.weight")
     }
-    path = shm_dir() / "policy.safetensors"
+    path = weights_dir(sum(t.numel() * t.element_size() for t in tensors.values())) / "policy.safetensors"
     staging = path.with_suffix(".tmp")
     save_file(tensors, str(staging))
     staging.replace(path)

@@ -79,9 +79,14 @@ class RolloutConfig(Section):
     max_new_tokens: int = Field(48, ge=1, description="Answer length cap (paper: 100).")
     enforce_eager: bool = Field(True, description="vLLM without torch.compile: starts ~3x faster.")
     memory_utilization: float = Field(
-        0.1, gt=0.0, le=1.0,
-        description="vLLM gpu_memory_utilization: share of GPU memory, or on CPU of the NUMA "
-        "node's memory, reserved per engine (weights + KV cache).",
+        0.3, gt=0.0, le=1.0,
+        description="GPU only: vLLM gpu_memory_utilization, the share of GPU memory per engine. "
+        "On CPU the KV cache is an absolute size (kv_cache_gib), never a share of the host.",
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0.0,
+        description="vLLM KV cache per engine in GiB (on CPU always, on GPU only when set). None: "
+        "derived from the work, sequences in flight x max_model_len x KV bytes per token x 1.25.",
     )
     max_model_len: int = Field(512, ge=32, description="Longest prompt + answer the engine holds.")
 
@@ -167,6 +172,8 @@ class ServeConfig(Section):
     max_n: int = Field(8, ge=1, description="Largest n a request may ask.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     poll_seconds: float = Field(2.0, gt=0.0, description="How often replicas look for a new checkpoint.")
+    max_num_seqs: int = Field(
+        32, ge=1, description="Sequences one replica decodes at once; sizes its CPU KV cache.")
 
 
 class CrowdlessConfig(Section):

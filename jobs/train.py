@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="default", help="YAML file or packaged name (default, tiny, paper)")
     parser.add_argument("--run-dir", help="run directory (overrides run.dir)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/latest")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show engine and library logs live (default: RUN_DIR/logs/)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. ppo.kl_coef=0.1")
     return parser.parse_intermixed_args(argv)
 
@@ -50,8 +53,7 @@ class PhaseTimer:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def __call__(self, phase: str, iteration: int, total: int):
-        print(f"[iter {iteration}/{total}] {phase} ...", flush=True)
+    def __call__(self, phase: str):
         start = time.perf_counter()
         yield
         self.seconds[f"seconds_{phase}"] = round(time.perf_counter() - start, 3)
@@ -74,12 +76,13 @@ def check_resources(config: CrowdlessConfig, available: dict) -> None:
                 "serve.replica_cpus / replica_gpus, or rollout.num_workers / ranking.num_workers")
 
 
-def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path | None):
+def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path | None, env: dict[str, str]):
     import ray
 
     from actors.learner_worker import LearnerWorker, load_replay
     from actors.ranker_worker import RankerWorker
     from actors.rollout_worker import RolloutWorker
+    from cluster.console import ProgressBoard
     from cluster.pool import WorkerPool
 
     res = config.resources
@@ -92,21 +95,49 @@ def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path |
         reward_path = str(resume_from / "reward_model")
         value_path = str(resume_from / "value_model")
         replay = load_replay(resume_from / "replay.jsonl")
+    board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
     learner = ray.remote(LearnerWorker).options(
-        num_cpus=res.learner_cpus, num_gpus=res.learner_gpus
-    ).remote(config, policy_path, reference_path, reward_path, value_path, replay)
+        num_cpus=res.learner_cpus, num_gpus=res.learner_gpus, runtime_env={"env_vars": env}
+    ).remote(config, policy_path, reference_path, reward_path, value_path, replay, board)
     rollouts = WorkerPool(RolloutWorker, (policy_path, config.model, config.rollout, config.run.seed),
                           config.rollout.num_workers, num_cpus=res.rollout_cpus, num_gpus=res.rollout_gpus,
-                          max_replacements=res.max_worker_restarts, name="rollout")
+                          max_replacements=res.max_worker_restarts, name="rollout", env=env)
     rankers = WorkerPool(RankerWorker, (config.model.embedding, config.ranking, config.run.seed),
                          config.ranking.num_workers, num_cpus=res.ranker_cpus, num_gpus=0,
-                         max_replacements=res.max_worker_restarts, name="ranker")
-    return learner, rollouts, rankers
+                         max_replacements=res.max_worker_restarts, name="ranker", env=env)
+    return learner, rollouts, rankers, board
 
 
-def train(config: CrowdlessConfig, resume: bool) -> Path:
+def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start_iteration: int,
+                 train_prompts: list, eval_prompts: list, skipped: int, verbose: bool) -> None:
+    from transformers import AutoConfig
+
+    from crowdless.engine_args import GIB, kv_bytes_per_token, kv_cache_bytes
+
+    r, res = config.rollout, config.resources
+    state = f"resuming at iteration {start_iteration}" if start_iteration > 1 else "new run"
+    per_token = kv_bytes_per_token(AutoConfig.from_pretrained(policy_path), config.model.dtype)
+    kv_gib = kv_cache_bytes(r, per_token, r.prompts_per_iteration * r.samples_per_prompt) / GIB
+    kv = f"KV cache {kv_gib:.2f} GiB" if r.backend == "vllm" else "transformers generate"
+    lines = [
+        f"crowdless: {run_dir} ({state}, {config.run.iterations} iterations)",
+        f"  policy   {config.model.policy} ({config.model.dtype})",
+        f"  data     {config.data.source}: {len(train_prompts)} train / {len(eval_prompts)} held-out prompts"
+        + (f" ({skipped} malformed rows skipped)" if skipped else ""),
+        f"  batch    {r.prompts_per_iteration} prompts x {r.samples_per_prompt} answers, "
+        f"<= {r.max_new_tokens} new tokens",
+        f"  workers  {r.num_workers} rollout ({r.backend}, {res.rollout_cpus:g} CPU, {kv}), "
+        f"{config.ranking.num_workers} ranker ({res.ranker_cpus:g} CPU), "
+        f"learner ({res.learner_cpus:g} CPU, {res.learner_gpus:g} GPU, ZeRO-{config.learner.zero_stage})",
+        f"  logs     {run_dir / 'logs'}" + (" (shown live: --verbose)" if verbose else "  (--verbose shows them live)"),
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     import ray
 
+    from cluster.console import log_dir_env, quiet_driver_libraries, wait_with_progress
     from cluster.run_dir import (MetricsLog, checkpoint_dir, latest_checkpoint, mark_complete,
                                  read_control)
 
@@ -118,22 +149,28 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
     start_iteration = latest[0] + 1 if (resume and latest) else 1
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
+    if not verbose:
+        quiet_driver_libraries()
 
     train_prompts, eval_prompts, report = load_prompt_split(config.data, config.run.seed)
-    print(f"[crowdless] prompts: {len(train_prompts)} train, {len(eval_prompts)} held out "
-          f"({report.skipped} malformed rows skipped)", flush=True)
-    policy_path = resolve_model(config.model.policy)
     if start_iteration > config.run.iterations:
         print(f"[crowdless] {run_dir} already finished {latest[0]} iterations", flush=True)
         return run_dir
+    policy_path = resolve_model(config.model.policy)
+    print_header(config, run_dir, policy_path, start_iteration, train_prompts, eval_prompts, report.skipped,
+                 verbose)
 
-    ray.init(ignore_reinit_error=True)  # RAY_ADDRESS (ray job submit) or a new local cluster
-    if start_iteration > 1:
-        print(f"[crowdless] resuming {run_dir} at iteration {start_iteration}", flush=True)
-    learner, rollouts, rankers = start_workers(config, policy_path, latest[1] if start_iteration > 1 else None)
+    # RAY_ADDRESS (ray job submit) or a new local cluster; worker output goes to RUN_DIR/logs/
+    ray.init(ignore_reinit_error=True, log_to_driver=verbose,
+             logging_level="INFO" if verbose else "ERROR")
+    env = log_dir_env(run_dir, verbose)
+    started = time.perf_counter()
+    print("[crowdless] starting workers (engines load; about a minute on a CPU) ...", flush=True)
+    learner, rollouts, rankers, board = start_workers(
+        config, policy_path, latest[1] if start_iteration > 1 else None, env)
+    print(f"[crowdless] workers ready in {time.perf_counter() - started:.0f}s", flush=True)
     metrics_log = MetricsLog(run_dir, config.run.log_tensorboard, resume_after=start_iteration - 1)
     total = config.run.iterations
-    last_metrics: dict = {}
     for iteration in range(start_iteration, total + 1):
         phase = PhaseTimer()
         workers = read_control(run_dir).get("rollout_workers", len(rollouts))
@@ -144,31 +181,33 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
             train_prompts, iteration, config.rollout.prompts_per_iteration, config.run.seed)]
 
         # 1. Rollout: n answers per prompt from the current policy.
-        with phase("rollout", iteration, total):
+        with phase("rollout"):
             samples = rollouts.map("generate", prompts, progress="rollout")
         flat = [rollout for per_prompt in samples for rollout in per_prompt]
 
         # 2. Rank without labels: TextRank, ISODATA, noise-injected pairs.
-        with phase("rank", iteration, total):
+        with phase("rank"):
             groups = [(i, p, [r.response_text for r in rs]) for i, (p, rs) in enumerate(zip(prompts, samples))]
             ranked = rankers.map("rank", groups, iteration, progress="rank")
         pairs = [pair for group in ranked for pair in group.pairs]
         write_samples(run_dir, iteration, ranked)
 
         # 3. Reward model on this iteration's pairs (plus replay).
-        with phase("reward_model", iteration, total):
-            rm_metrics = ray.get(learner.train_reward.remote(pairs, iteration))
+        with phase("reward_model"):
+            rm_metrics = wait_with_progress(learner.train_reward.remote(pairs, iteration), board,
+                                            "reward_model", iteration, unit="batch")
 
         # 4. PPO against the reward model, KL to the frozen reference.
-        with phase("ppo", iteration, total):
-            ppo_metrics = ray.get(learner.train_policy.remote(flat, iteration))
+        with phase("ppo"):
+            ppo_metrics = wait_with_progress(learner.train_policy.remote(flat, iteration), board,
+                                             "ppo", iteration, unit="minibatch")
 
         # 5. Rollout workers serve the new policy.
-        with phase("weight_sync", iteration, total):
+        with phase("weight_sync"):
             sync_seconds = rollouts.broadcast("load_weights", learner.policy_state.remote(), sticky=True)
 
         # 6. Checkpoint, then log.
-        with phase("checkpoint", iteration, total):
+        with phase("checkpoint"):
             folder = checkpoint_dir(run_dir, iteration)
             ray.get(learner.save_checkpoint.remote(str(folder)))
             mark_complete(run_dir, iteration, {"prompts_seen": iteration * len(prompts)})
@@ -176,7 +215,7 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
             start_serving(run_dir, config)
 
         generated_tokens = sum(len(r.response_ids) for r in flat)
-        last_metrics = {
+        metrics = {
             **rm_metrics, **ppo_metrics, **phase.seconds,
             "pairs": len(pairs),
             "noised_pairs": sum(p.noised for p in pairs),
@@ -185,14 +224,19 @@ def train(config: CrowdlessConfig, resume: bool) -> Path:
             "weight_sync_seconds_max": max(sync_seconds),
             "rollout_workers": len(rollouts),
         }
-        metrics_log.log(iteration, last_metrics)
-        print(f"[iter {iteration}/{total}] reward {last_metrics['reward_mean']:+.3f}  kl {last_metrics['kl']:.4f}  "
-              f"rm_loss {last_metrics['rm_loss']:.3f}  rm_acc {last_metrics['rm_accuracy']:.2f}  "
-              f"pairs {len(pairs)}  " + "  ".join(f"{k[8:]} {v:.1f}s" for k, v in phase.seconds.items()),
-              flush=True)
+        metrics_log.log(iteration, metrics)
+        print(iteration_line(iteration, total, metrics), flush=True)
     metrics_log.close()
     print_summary(run_dir, total)
     return run_dir
+
+
+def iteration_line(iteration: int, total: int, metrics: dict) -> str:
+    seconds = sum(v for k, v in metrics.items() if k.startswith("seconds_"))
+    return (f"[iter {iteration}/{total}] reward {metrics['reward_mean']:+.3f}  kl {metrics['kl']:.4f}  "
+            f"rm_acc {metrics['rm_accuracy']:.2f}  pairs {metrics['pairs']}  "
+            f"len {metrics['response_length']:.1f}  {seconds:.0f}s ("
+            + " ".join(f"{k[8:]} {v:.0f}" for k, v in metrics.items() if k.startswith("seconds_")) + ")")
 
 
 def start_serving(run_dir: Path, config: CrowdlessConfig) -> None:
@@ -217,21 +261,36 @@ def print_summary(run_dir: Path, total: int) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     first, last = rows[0], rows[-1]
     print(f"[crowdless] done: {total} iterations in {run_dir}", flush=True)
-    for key in ("reward_mean", "kl", "rm_accuracy", "pairs"):
-        print(f"  {key:<12} iteration {first['iteration']}: {first[key]}  ->  iteration {last['iteration']}: {last[key]}")
+    for key in ("reward_mean", "kl", "rm_accuracy", "response_length", "pairs"):
+        print(f"  {key:<16} iteration {first['iteration']}: {_figure(first.get(key))}  ->  "
+              f"iteration {last['iteration']}: {_figure(last.get(key))}")
     print(f"  policy: {run_dir / 'checkpoints' / 'latest' / 'policy'}   metrics: {run_dir / 'metrics.jsonl'}",
           flush=True)
+
+
+def _figure(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"run.dir={args.run_dir}"] if args.run_dir else [])
+    config = None
     try:
         config = load_config(args.config, overrides)
-        train(config, args.resume)
+        train(config, args.resume, args.verbose)
     except (ConfigError, DataError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a worker or engine failed: its cause here, the whole story in logs/
+        from cluster.console import failure_cause
+
+        logs = Path(config.run.dir if config else "runs") / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / "driver-error.log").write_text(traceback.format_exc())
+        print(f"error: {failure_cause(exc)}\n(traceback: {logs / 'driver-error.log'}; worker logs: {logs}/)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

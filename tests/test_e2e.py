@@ -35,6 +35,12 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     out = _train("--config", "tiny", "--run-dir", str(run_dir))
     assert "[iter 2/2]" in out and "done: 2 iterations" in out
+    # the terminal holds the run's own lines; engine and library logs went to RUN_DIR/logs/
+    assert out.startswith(f"crowdless: {run_dir} (new run, 2 iterations)")
+    assert len(out.splitlines()) < 25 and " INFO " not in out and "pid=" not in out
+    logs = {path.name.split("-")[0]: path.read_text() for path in (run_dir / "logs").iterdir()}
+    assert {"learner", "rollout", "ranker"} <= set(logs)
+    assert "KV cache" in logs["rollout"]  # vLLM's own start-up report
     assert len((run_dir / "samples" / "iter-1.jsonl").read_text().splitlines()) == 4
     metrics = _metrics(run_dir)
     assert [m["iteration"] for m in metrics] == [1, 2]
@@ -68,6 +74,16 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
     assert "resuming" in out and "[iter 3/3]" in out and "[iter 1/3]" not in out
     assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
     assert latest.resolve().name == "iter-3"
+
+
+def test_a_worker_failure_prints_its_cause(tmp_path):
+    run_dir = tmp_path / "too-big"
+    result = subprocess.run([sys.executable, "jobs/train.py", "--config", "tiny", "--run-dir", str(run_dir),
+                             "rollout.kv_cache_gib=100000"], cwd=ROOT, env=ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 1
+    assert "error: ConfigError: rollout.kv_cache_gib: the vLLM KV cache needs 100000.00 GiB" in result.stderr
+    assert (run_dir / "logs" / "driver-error.log").exists()
 
 
 def test_ray_job_submit_on_a_head_node(tmp_path):
