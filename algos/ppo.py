@@ -22,6 +22,17 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref) [B, T]: exp(d) - d - 1, d = log pi_ref - log pi.
+
+    Unbiased for the KL under samples from pi and never negative (Schulman 2020, "Approximating
+    KL divergence"). d is clamped to [-20, 20] so one wild token cannot overflow; padding is 0.
+    """
+    d = torch.where(mask > 0, ref_logprobs - logprobs, torch.zeros_like(logprobs))
+    d = d.clamp(-20.0, 20.0)
+    return (torch.exp(d) - d - 1) * mask
+
+
 def kl_shaped_rewards(
     scores: torch.Tensor,
     logprobs: torch.Tensor,
@@ -49,8 +60,7 @@ def kl_shaped_rewards(
         rewards[rows, last] = scores - kl_coef * log_ratio.sum(dim=1)
     else:
         raise ValueError(f"unknown kl mode {mode!r}; expected 'token' or 'sequence'")
-    d = -log_ratio
-    k3 = ((torch.exp(d) - d - 1) * mask).sum(dim=1)
+    k3 = kl_k3(logprobs, ref_logprobs, mask).sum(dim=1)
     metrics = {
         "kl": k3.mean().item(),
         "kl_k1": log_ratio.sum(dim=1).mean().item(),
