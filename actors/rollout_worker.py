@@ -52,17 +52,21 @@ class RolloutWorker:
         return self.config.backend
 
     # ---- sampling ------------------------------------------------------------------------
-    def generate(self, prompts: list[str]) -> list[list[Rollout]]:
-        """n sampled answers for each prompt, in prompt order."""
+    def generate(self, prompts: list[str], n: int | None = None, greedy: bool = False,
+                 max_new_tokens: int | None = None) -> list[list[Rollout]]:
+        """n answers for each prompt (default rollout.samples_per_prompt), in prompt order: sampled
+        at rollout.temperature / top_p, or the one greedy answer (evaluation)."""
         encoded = [
             encode_prompt(self.tokenizer, p, self.model_config.use_chat_template,
                           self.model_config.max_prompt_tokens)
             for p in prompts
         ]
+        sampling = {"n": 1 if greedy else (n or self.config.samples_per_prompt), "greedy": greedy,
+                    "max_new_tokens": max_new_tokens or self.config.max_new_tokens}
         if self.config.backend == "vllm":
-            samples = self._generate_vllm(encoded)
+            samples = self._generate_vllm(encoded, **sampling)
         else:
-            samples = self._generate_transformers(encoded)
+            samples = self._generate_transformers(encoded, **sampling)
         return [
             [
                 Rollout(prompt, ids, response, self.tokenizer.decode(response, skip_special_tokens=True),
@@ -72,15 +76,15 @@ class RolloutWorker:
             for prompt, ids, per_prompt in zip(prompts, encoded, samples)
         ]
 
-    def _generate_vllm(self, encoded: list[list[int]]):
+    def _generate_vllm(self, encoded: list[list[int]], n: int, greedy: bool, max_new_tokens: int):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(
-            n=self.config.samples_per_prompt,
-            temperature=self.config.temperature,
-            top_p=self.config.top_p,
-            max_tokens=self.config.max_new_tokens,
+            n=n,
+            temperature=0.0 if greedy else self.config.temperature,
+            top_p=1.0 if greedy else self.config.top_p,
+            max_tokens=max_new_tokens,
             logprobs=0,  # the sampled token's log-prob only
         )
         outputs = self.engine.generate(
@@ -99,7 +103,7 @@ class RolloutWorker:
         ]
 
     @torch.no_grad()
-    def _generate_transformers(self, encoded: list[list[int]]):
+    def _generate_transformers(self, encoded: list[list[int]], n: int, greedy: bool, max_new_tokens: int):
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
         width = max(map(len, encoded))
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])
@@ -107,11 +111,11 @@ class RolloutWorker:
         out = self.engine.generate(
             input_ids=input_ids,
             attention_mask=attention,
-            do_sample=True,
-            temperature=self.config.temperature,
-            top_p=self.config.top_p,
-            max_new_tokens=self.config.max_new_tokens,
-            num_return_sequences=self.config.samples_per_prompt,
+            do_sample=not greedy,
+            temperature=None if greedy else self.config.temperature,
+            top_p=None if greedy else self.config.top_p,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
             pad_token_id=pad,
             return_dict_in_generate=True,
             output_logits=True,  # raw logits, as vLLM's default logprobs
@@ -125,7 +129,6 @@ class RolloutWorker:
             finished = eos in tokens
             length = tokens.index(eos) + 1 if finished else len(tokens)
             samples.append((tokens[:length], token_logprobs[row, :length].tolist(), finished))
-        n = self.config.samples_per_prompt
         return [samples[i * n : (i + 1) * n] for i in range(len(encoded))]
 
     # ---- weights -------------------------------------------------------------------------

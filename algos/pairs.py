@@ -19,7 +19,7 @@ from algos.noise import NOISE_KINDS, noisy_negative
 from algos.textrank import similarity_graph, textrank
 
 DEFAULT_ISODATA = {
-    "k_init": 4,
+    "k_init": None,  # one initial cluster per answer: only near-copies merge
     "min_size": 1,
     "max_std": 0.05,  # the paper's split threshold
     "min_dist": 0.5,  # unit vectors closer than this (cosine > 0.875) are near-duplicates
@@ -55,13 +55,29 @@ def rank_answers(
     tol: float = 1e-6,
     max_iter: int = 1000,
     isodata_params: Mapping[str, float] | None = None,
+    deduplicate: bool = True,
+    order: str = "textrank",
 ) -> Ranking:
-    """Rank answers by embeddings [N, D]; keep one answer per semantic cluster."""
+    """Rank answers by embeddings [N, D]; keep one answer per semantic cluster.
+
+    order: "textrank" (the method), "random" (seeded random scores: the control the method
+    must beat) or "reverse" (negated TextRank). deduplicate=False keeps every answer."""
     embeddings = np.asarray(embeddings, dtype=np.float64)
     scores = textrank(similarity_graph(embeddings), damping=damping, tol=tol, max_iter=max_iter)
+    if order == "random":
+        scores = rng.dirichlet(np.ones(len(scores)))  # sums to 1 like TextRank's
+    elif order == "reverse":
+        scores = scores.max() + scores.min() - scores
+    elif order != "textrank":
+        raise ValueError(f"unknown ranking order {order!r}; expected textrank, random or reverse")
+    if not deduplicate:
+        kept = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        return Ranking(scores=scores, labels=np.arange(len(scores)), kept=kept)
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
     unit = embeddings / np.where(norms > 0, norms, 1.0)
     params = {**DEFAULT_ISODATA, **(isodata_params or {})}
+    if params["k_init"] is None:
+        params["k_init"] = len(unit)
     labels, _ = isodata(unit, rng=rng, **params)
     representatives = [
         int(members[np.argmax(scores[members])])

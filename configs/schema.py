@@ -92,7 +92,10 @@ class RolloutConfig(Section):
 
 
 class IsodataConfig(Section):
-    k_init: int = Field(4, ge=1, description="Desired clusters (k_init).")
+    k_init: int | None = Field(
+        None, ge=1, description="Desired clusters (k_init). None: one per answer, so ISODATA only merges "
+        "near-copies (centres closer than min_dist) and the worst answers stay as negatives; a small "
+        "k_init folds off-topic answers into a good answer's cluster, where they are dropped.")
     min_size: int = Field(1, ge=1, description="theta_N: smaller clusters are discarded.")
     max_std: float = Field(0.05, gt=0.0, description="theta_S: split threshold (paper: 0.05).")
     min_dist: float = Field(0.5, ge=0.0, description="theta_C: merge centres closer than this.")
@@ -106,6 +109,11 @@ class RankingConfig(Section):
     tol: float = Field(1e-6, gt=0.0, description="TextRank convergence tolerance.")
     max_iter: int = Field(1000, ge=1, description="TextRank iterations cap.")
     isodata: IsodataConfig = IsodataConfig()
+    deduplicate: bool = Field(
+        True, description="Keep one answer per ISODATA cluster; false keeps every answer (ablation).")
+    order: Literal["textrank", "random", "reverse"] = Field(
+        "textrank", description="Answer order that pairs come from: TextRank (the method), a seeded "
+        "random order (the control the method must beat), or reversed TextRank (ablation).")
     interval: int | None = Field(
         None, ge=1, description="Pair rank gap IL; None is half the ranked list's length."
     )
@@ -176,6 +184,23 @@ class ServeConfig(Section):
         32, ge=1, description="Sequences one replica decodes at once; sizes its CPU KV cache.")
 
 
+class EvalConfig(Section):
+    every: int = Field(
+        0, ge=0, description="Held-out evaluation every N iterations, before the first and after the "
+        "last (greedy answers scored against references; rows eval_* in metrics.jsonl); 0: none.")
+    max_prompts: int = Field(
+        100, ge=1, description="The fixed held-out subset: the first N prompts of the run's eval split.")
+    max_new_tokens: int = Field(64, ge=1, description="Token cap of the greedy evaluation answers.")
+    judge_embedding: str = Field(
+        "embedded:all-minilm-l6-v2",
+        description="Sentence-transformers model for the answer-reference cosine; a model other "
+        "than model.embedding avoids the ranker judging its own preferences.")
+    agreement_prompts: int = Field(
+        48, ge=0, description="Held-out prompts for the reward-model / ranker order agreement at the "
+        "end of a run (4 sampled answers each); 0: skip it.")
+    bootstrap_resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples.")
+
+
 class CrowdlessConfig(Section):
     run: RunConfig = RunConfig()
     model: ModelConfig = ModelConfig()
@@ -187,6 +212,7 @@ class CrowdlessConfig(Section):
     learner: LearnerConfig = LearnerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     serve: ServeConfig = ServeConfig()
+    eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _ppo_minibatch_fits(self) -> CrowdlessConfig:

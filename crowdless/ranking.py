@@ -46,6 +46,8 @@ def rank_group(
         tol=config.tol,
         max_iter=config.max_iter,
         isodata_params=config.isodata.model_dump(),
+        deduplicate=config.deduplicate,
+        order=config.order,
     )
     pairs = build_pairs(
         [answers[i] for i in ranking.kept],

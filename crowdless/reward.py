@@ -42,3 +42,23 @@ def sequence_scores(module, ids: torch.Tensor, attention: torch.Tensor) -> torch
     values = token_values(module, ids, attention)
     last = (attention.sum(dim=1) - 1).to(values.device)
     return values[torch.arange(len(ids), device=values.device), last]
+
+
+class RewardScorer:
+    """A saved reward model (HF folder) scoring answers outside the learner: serving, evaluation."""
+
+    def __init__(self, folder: str, max_length: int, use_chat_template: bool, max_prompt_tokens: int):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.encoding = (max_length, use_chat_template, max_prompt_tokens)
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], answers: list[str], batch_size: int = 32) -> list[float]:
+        scores: list[float] = []
+        for start in range(0, len(prompts), batch_size):
+            ids, attention = encode_for_reward(self.tokenizer, prompts[start:start + batch_size],
+                                               answers[start:start + batch_size], *self.encoding)
+            scores += sequence_scores(self.model, ids, attention).tolist()
+        return scores

@@ -171,6 +171,17 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     print(f"[crowdless] workers ready in {time.perf_counter() - started:.0f}s", flush=True)
     metrics_log = MetricsLog(run_dir, config.run.log_tensorboard, resume_after=start_iteration - 1)
     total = config.run.iterations
+
+    def generate(prompts, n, greedy, max_new_tokens):
+        return rollouts.map("generate", prompts, n, greedy, max_new_tokens, progress="eval")
+
+    evaluation = None
+    if config.eval.every:  # 0. the starting policy on the held-out prompts: the baseline
+        from crowdless.evaluation import HeldOutEvaluation
+
+        evaluation = HeldOutEvaluation(config.eval, eval_prompts, run_dir / "eval", config.run.seed)
+        if start_iteration == 1:
+            metrics_log.log(0, prefixed("eval_", evaluation.evaluate("iter-0", generate)))
     for iteration in range(start_iteration, total + 1):
         phase = PhaseTimer()
         workers = read_control(run_dir).get("rollout_workers", len(rollouts))
@@ -214,12 +225,20 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         if config.serve.enabled and iteration == start_iteration:
             start_serving(run_dir, config)
 
+        # 7. Held-out evaluation of the new policy, every eval.every iterations and at the end.
+        held_out = {}
+        if evaluation and (iteration % config.eval.every == 0 or iteration == total):
+            with phase("eval"):
+                held_out = prefixed("eval_", evaluation.evaluate(f"iter-{iteration}", generate))
+
         generated_tokens = sum(len(r.response_ids) for r in flat)
         metrics = {
-            **rm_metrics, **ppo_metrics, **phase.seconds,
+            **rm_metrics, **ppo_metrics, **held_out, **phase.seconds,
             "pairs": len(pairs),
             "noised_pairs": sum(p.noised for p in pairs),
             "clusters_kept": float(np.mean([len(g.ranked) for g in ranked])),
+            # share of prompts whose lowest-scored answer survived de-duplication (a negative kept)
+            "lowest_answer_kept": float(np.mean([int(np.argmin(g.scores)) in g.ranked for g in ranked])),
             "rollout_tokens_per_second": generated_tokens / phase.seconds["seconds_rollout"],
             "weight_sync_seconds_max": max(sync_seconds),
             "rollout_workers": len(rollouts),
@@ -228,14 +247,54 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         print(iteration_line(iteration, total, metrics), flush=True)
     metrics_log.close()
     print_summary(run_dir, total)
+    if evaluation:
+        report_held_out(evaluation, total, generate, learner, config)
     return run_dir
+
+
+def prefixed(prefix: str, metrics: dict) -> dict:
+    return {prefix + key: value for key, value in metrics.items()}
+
+
+def report_held_out(evaluation, total: int, generate, learner, config) -> None:
+    """The final policy against the starting one on the held-out prompts, and how well the reward
+    model and the ranker order sampled answers the way their similarity to the reference does."""
+    import ray
+
+    from crowdless.evaluation import format_table, verdict
+    from crowdless.report import write_report
+
+    table = evaluation.compare("iter-0", f"iter-{total}")
+    agreement = {}
+    if config.eval.agreement_prompts:
+        ranker_embedder = None
+        if config.model.embedding != config.eval.judge_embedding:
+            from crowdless.ranking import load_embedder
+
+            ranker_embedder = load_embedder(config.model.embedding)
+        agreement = evaluation.agreement(
+            generate, lambda prompts, answers: ray.get(learner.score.remote(prompts, answers)), ranker_embedder)
+    report = write_report(evaluation.out_dir, {f"iter-{total}": table}, agreement,
+                          Path(evaluation.out_dir).parent / "metrics.jsonl")
+    print(f"[crowdless] held-out prompts ({len(evaluation.prompts)}, greedy, against references): "
+          f"iteration {total} vs the starting model: {verdict(table)}", flush=True)
+    print(format_table(table, f"iter-{total}"), flush=True)
+    if agreement:
+        print(f"  answer order agreement with the reference ({agreement['agreement_answers']} answers, "
+              f"{agreement['agreement_prompts']} prompts; random {agreement['agreement_random_full']:.3f}): "
+              f"reward model {agreement['reward_model_full_order']:.3f} full / "
+              f"{agreement['reward_model_pairwise']:.3f} pairwise, ranker {agreement['ranker_full_order']:.3f}"
+              f" / {agreement['ranker_pairwise']:.3f}", flush=True)
+    print(f"  report: {report}", flush=True)
 
 
 def iteration_line(iteration: int, total: int, metrics: dict) -> str:
     seconds = sum(v for k, v in metrics.items() if k.startswith("seconds_"))
     return (f"[iter {iteration}/{total}] reward {metrics['reward_mean']:+.3f}  kl {metrics['kl']:.4f}  "
             f"rm_acc {metrics['rm_accuracy']:.2f}  pairs {metrics['pairs']}  "
-            f"len {metrics['response_length']:.1f}  {seconds:.0f}s ("
+            f"len {metrics['response_length']:.1f}  "
+            + (f"held-out cosine {metrics['eval_cosine']:.3f}  " if "eval_cosine" in metrics else "")
+            + f"{seconds:.0f}s ("
             + " ".join(f"{k[8:]} {v:.0f}" for k, v in metrics.items() if k.startswith("seconds_")) + ")")
 
 
@@ -259,6 +318,7 @@ def write_samples(run_dir: Path, iteration: int, ranked: list) -> None:
 
 def print_summary(run_dir: Path, total: int) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    rows = [row for row in rows if row["iteration"] >= 1]  # iteration 0: the baseline evaluation
     first, last = rows[0], rows[-1]
     print(f"[crowdless] done: {total} iterations in {run_dir}", flush=True)
     for key in ("reward_mean", "kl", "rm_accuracy", "response_length", "pairs"):

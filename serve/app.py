@@ -120,10 +120,10 @@ class CrowdlessServer:
     def _load_reward_model(self, folder: str | None):
         if folder is None or not Path(folder).exists():
             return None
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from crowdless.reward import RewardScorer
 
-        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-        return model, AutoTokenizer.from_pretrained(folder)
+        cfg = self.config
+        return RewardScorer(folder, cfg.reward.max_length, cfg.model.use_chat_template, cfg.model.max_prompt_tokens)
 
     async def _follow_run(self) -> None:
         """Poll the run's `latest`; switch weights in place (in-flight requests keep going)."""
@@ -276,25 +276,11 @@ class CrowdlessServer:
 
     @app.post("/v1/rewards")
     async def rewards(self, request: Request):
-        from crowdless.reward import encode_for_reward, sequence_scores
-
         body = await self._parse(request, AnswersRequest)
         if self.reward is None:
             raise ApiError(404, "no reward model is served: start the server on a run directory", "model",
                            code="reward_model_not_found")
-        model, tokenizer = self.reward
-        cfg = self.config
-
-        def score() -> list[float]:
-            import torch
-
-            ids, attention = encode_for_reward(tokenizer, [body.prompt] * len(body.answers), body.answers,
-                                               cfg.reward.max_length, cfg.model.use_chat_template,
-                                               cfg.model.max_prompt_tokens)
-            with torch.no_grad():
-                return sequence_scores(model, ids, attention).tolist()
-
-        scores = await asyncio.to_thread(score)
+        scores = await asyncio.to_thread(self.reward.score, [body.prompt] * len(body.answers), body.answers)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return {"object": "list", "prompt": body.prompt, "scores": scores, "ranking": order,
                 "checkpoint_iteration": self.source.iteration}

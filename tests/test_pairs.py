@@ -73,3 +73,43 @@ def test_rank_answers_keeps_one_per_cluster_highest_score_first():
         assert ranking.scores[kept] == ranking.scores[members].max()
     scores = [ranking.scores[i] for i in ranking.kept]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_ranking_order_controls():
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(6, 8))
+    base = rank_answers(embeddings, np.random.default_rng(1), deduplicate=False)
+    assert sorted(base.kept) == list(range(6))
+    assert base.scores[base.kept[0]] == base.scores.max()
+    reverse = rank_answers(embeddings, np.random.default_rng(1), deduplicate=False, order="reverse")
+    assert reverse.kept == base.kept[::-1]
+    random_a = rank_answers(embeddings, np.random.default_rng(2), deduplicate=False, order="random")
+    random_b = rank_answers(embeddings, np.random.default_rng(2), deduplicate=False, order="random")
+    assert random_a.kept == random_b.kept and abs(random_a.scores.sum() - 1) < 1e-9
+    orders = {tuple(rank_answers(embeddings, np.random.default_rng(s), deduplicate=False,
+                                 order="random").kept) for s in range(5)}
+    assert len(orders) > 1  # seeds give different orders
+    with pytest.raises(ValueError, match="unknown ranking order"):
+        rank_answers(embeddings, rng, order="best")
+
+
+def test_default_deduplication_keeps_the_clearest_negatives(embedder):
+    """DESIGN.md section 1: with k_init=4 the three off-topic answers shared "Paris."'s cluster and
+    were dropped; one initial cluster per answer merges only the near-copies."""
+    import json
+    from pathlib import Path
+
+    from crowdless.ranking import embed
+
+    group = json.loads((Path(__file__).resolve().parent.parent / "examples" / "answers.jsonl")
+                       .read_text().splitlines()[0])
+    answers = group["answers"]
+    vectors = embed(embedder, answers)
+    ranking = rank_answers(vectors, np.random.default_rng(0))
+    kept = [answers[i] for i in ranking.kept]
+    for negative in ("I like turtles.", "Bananas are yellow fruit.", "It is Berlin. Germany is big."):
+        assert negative in kept
+    assert len(kept) < len(answers)  # the Paris paraphrases still collapse
+    assert int(np.argmin(ranking.scores)) in ranking.kept
+    old = rank_answers(vectors, np.random.default_rng(0), isodata_params={"k_init": 4})
+    assert "I like turtles." not in [answers[i] for i in old.kept]  # the measured flaw, for the record
