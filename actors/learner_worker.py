@@ -26,6 +26,7 @@ from algos.ppo import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_r
                        policy_loss, value_loss)
 from actors import start_worker_process
 from configs.schema import CrowdlessConfig
+from crowdless.models import resolve_dtype
 from crowdless.reward import encode_for_reward, pad_right, sequence_scores, token_values
 from crowdless.records import PreferencePair, Rollout
 
@@ -76,7 +77,7 @@ class LearnerWorker:
         self.policy_path, self.reward_path = policy_path, reward_path
         self.use_cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.use_cuda else "cpu")
-        self.dtype = getattr(torch, config.model.dtype)
+        self.dtype = getattr(torch, resolve_dtype(config.model.dtype))
         torch.manual_seed(config.run.seed)
         _init_single_process_group(self.use_cuda)
 

@@ -12,6 +12,7 @@ import torch
 
 from actors import start_worker_process
 from configs.schema import ModelConfig, RolloutConfig
+from crowdless.models import resolve_dtype
 from crowdless.prompts import encode_prompt
 from crowdless.records import Rollout
 
@@ -45,7 +46,7 @@ class RolloutWorker:
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(self.seed)
-        dtype = getattr(torch, self.model_config.dtype)
+        dtype = getattr(torch, resolve_dtype(self.model_config.dtype))
         self.engine = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval()
 
     def ready(self) -> str:

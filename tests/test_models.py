@@ -42,3 +42,14 @@ def test_local_paths_and_hub_ids(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
         resolve_model(str(tmp_path))
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_auto_dtype_follows_the_hardware():
+    import torch
+
+    from crowdless.models import resolve_dtype
+
+    assert resolve_dtype("float32") == "float32" and resolve_dtype("bfloat16") == "bfloat16"
+    native_bf16 = (torch.cuda.is_bf16_supported() if torch.cuda.is_available()
+                   else torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert resolve_dtype("auto") == ("bfloat16" if native_bf16 else "float32")
