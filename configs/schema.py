@@ -42,8 +42,9 @@ class ModelConfig(Section):
     embedding: str = Field(
         "embedded:all-minilm-l6-v2", description="Sentence-transformers model for ranking."
     )
-    dtype: Literal["bfloat16", "float32"] = Field(
-        "bfloat16", description="Weights dtype for rollouts and training (no fp16 on CPU)."
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="Weights dtype for rollouts and training (no fp16 on CPU). auto: bfloat16 on "
+        "a GPU or a CPU with native bf16 matmuls (AVX512-BF16 / AMX), else float32 (bf16 is then ~80x slower)."
     )
     use_chat_template: bool = Field(True, description="Apply the tokenizer's chat template.")
     max_prompt_tokens: int = Field(256, ge=8, description="Longer prompts are truncated (left).")
@@ -52,8 +53,8 @@ class ModelConfig(Section):
 class DataConfig(Section):
     source: str = Field(
         "embedded:chatterbot",
-        description="embedded:chatterbot[/category,...], a .jsonl/.json/.csv/.parquet file, "
-        "or a hub dataset name.",
+        description="embedded:chatterbot[/category,...], embedded:chitchat, dailydialog:PATH, "
+        "cornell:PATH, squad:PATH, a .jsonl/.json/.csv/.parquet file, or a hub dataset name.",
     )
     prompt_field: str = Field("prompt", description="Field holding the prompt text.")
     reference_field: str | None = Field(

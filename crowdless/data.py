@@ -1,13 +1,29 @@
-"""Prompt datasets: the embedded chatterbot English corpus, local files, hub datasets.
+"""Prompt datasets: embedded corpora, dialogue and QA corpora on disk, local files, hub datasets.
 
-Every source yields PromptExample records. A malformed row raises DataError
+`data.source` spellings:
+  embedded:chatterbot[/category,...]  chatterbot-corpus (PyPI): the first two turns of conversations
+  embedded:chitchat                   chitchat-dataset (PyPI): 7,168 human-human conversations
+  dailydialog:PATH                    DailyDialog's dialogues_text.txt, or the folder holding it
+  cornell:PATH                        the Cornell Movie-Dialogs folder (movie_lines.txt and
+                                      movie_conversations.txt)
+  squad:PATH                          a SQuAD v1.1 or v2.0 JSON file
+  PATH.jsonl / .json / .csv / .parquet  rows with prompt_field (and reference_field)
+  anything else                       a hub dataset name; squad and squad_v2 (also rajpurkar/...)
+                                      are read like squad:PATH
+
+Every source yields PromptExample records. Dialogue sources give one example per reply:
+the prompt is the turn(s) before it, the reference is the human reply, the group is the
+conversation, and split_prompts holds out whole groups. A malformed row raises DataError
 naming the file and line (or row); with on_bad_row="skip" it is counted in
-LoadReport.skipped instead. Nothing is dropped silently.
+LoadReport.skipped instead. Well-formed rows that give no example (a SQuAD v2 question
+without an answer, an empty turn) are counted in LoadReport.excluded. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +41,7 @@ class DataError(ValueError):
 class PromptExample:
     prompt: str
     reference: str | None = None
+    group: str | None = None  # conversation or SQuAD article: split_prompts keeps it on one side
 
 
 @dataclass
@@ -33,6 +50,23 @@ class LoadReport:
     loaded: int = 0
     skipped: int = 0
     problems: list[str] = field(default_factory=list)  # the first few skipped rows, explained
+    excluded: dict[str, int] = field(default_factory=dict)  # rows that give no example, by reason
+
+
+@dataclass(frozen=True)
+class _Excluded:
+    """A well-formed row that gives no example, e.g. a SQuAD v2 question without an answer."""
+
+    reason: str
+
+
+# A dialogue prompt is the turns before the reply, one a line: at most CONTEXT_TURNS of them and,
+# beyond the last one, only as many as fit in CONTEXT_CHARS (prompts are capped near 256 tokens).
+CONTEXT_TURNS = 2
+CONTEXT_CHARS = 1000
+
+SQUAD_PROMPT = "{context}\n\nQuestion: {question}\nAnswer in a few words."
+SQUAD_HUB_NAMES = {"squad", "squad_v2", "rajpurkar/squad", "rajpurkar/squad_v2"}
 
 
 def chatterbot_dir() -> Path:
@@ -60,6 +94,187 @@ def _chatterbot_rows(categories: list[str]) -> Iterable[tuple[str, Any]]:
             # YAML reads some turns as numbers or booleans: the corpus means them as text.
             reference = str(turns[1]) if len(turns) > 1 else None
             yield where, {"prompt": str(turns[0]), "reference": reference}
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    """Where a data-only package lies, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise DataError(f"this dataset needs the {pip_name} package (pip install {pip_name})")
+    return Path(spec.origin).parent
+
+
+def _conversation_rows(where: str, group: str, turns: list[str]) -> Iterable[tuple[str, Any]]:
+    """(where, row) for each reply of one conversation, turns in order, speakers alternating:
+    row = {"prompt": the turns before the reply (see CONTEXT_TURNS), "reference": the reply,
+    "group": group}. Whitespace inside a turn is collapsed, so a newline in a prompt always
+    separates two turns. Empty turns are dropped and a conversation without a reply gives
+    nothing; both are counted as excluded."""
+    kept = []
+    for turn in turns:
+        text = " ".join(turn.split())
+        if text:
+            kept.append(text)
+        else:
+            yield where, _Excluded("empty dialogue turn")
+    if len(kept) < 2:
+        yield where, _Excluded("conversation without a reply")
+    for index in range(1, len(kept)):
+        context = kept[index - 1]  # the turn replied to, whatever its length
+        for turn in reversed(kept[max(0, index - CONTEXT_TURNS) : index - 1]):
+            if len(turn) + 1 + len(context) > CONTEXT_CHARS:
+                break
+            context = f"{turn}\n{context}"
+        yield where, {"prompt": context, "reference": kept[index], "group": group}
+
+
+def _chitchat_rows() -> Iterable[tuple[str, Any]]:
+    """chitchat-dataset's dataset.json: {conversation id: {"messages": [[{"text", "sender",
+    "timestamp"}, ...], ...], ...}}. A message is one speaker's turn, a list of utterances
+    (joined with spaces here); speakers alternate message by message."""
+    path = _package_dir("chitchat_dataset", "chitchat-dataset") / "dataset.json"
+    for conversation_id, conversation in json.loads(path.read_bytes()).items():
+        where = f"{path}: conversation {conversation_id}"
+        try:
+            turns = [" ".join([u["text"] for u in message]) for message in conversation["messages"]]
+        except (TypeError, KeyError):  # not the nesting above, or a text that is not a string
+            yield where, DataError("expected {'messages': [[{'text': ...}, ...], ...]}")
+            continue
+        yield from _conversation_rows(where, conversation_id, turns)
+
+
+def _dailydialog_rows(path: Path) -> Iterable[tuple[str, Any]]:
+    """DailyDialog's dialogues_text.txt (UTF-8): one dialogue a line, every turn ending with
+    `__eou__`, e.g. `The kitchen stinks . __eou__ I'll throw out the garbage . __eou__`.
+    The corpus repeats some dialogues: identical lines share a group (the first one's line)."""
+    if path.is_dir():
+        path = path / "dialogues_text.txt"
+        if not path.exists():
+            raise DataError(f"data file not found: {path}")
+    first_line: dict[str, str] = {}
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            *turns, rest = line.split("__eou__")
+            if rest.strip():
+                yield where, DataError(
+                    f"text after the last __eou__ (each turn ends with it): {rest.strip()[:40]!r}"
+                )
+                continue
+            group = first_line.setdefault(" ".join(line.split()), str(number))
+            yield from _conversation_rows(where, group, turns)
+
+
+def _cornell_records(path: Path, n_fields: int) -> Iterable[tuple[str, list[str] | DataError]]:
+    """(where, fields) per non-blank line of a Cornell Movie-Dialogs file (ISO-8859-1, fields
+    separated by ` +++$+++ `); a line with too few fields gives a DataError instead."""
+    with path.open(encoding="iso-8859-1") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            fields = [f.strip() for f in line.split("+++$+++", n_fields - 1)]
+            if len(fields) != n_fields:
+                message = f"expected {n_fields} fields separated by ' +++$+++ ', got {len(fields)}"
+                yield f"{path}:{number}", DataError(message)
+            else:
+                yield f"{path}:{number}", fields
+
+
+def _cornell_rows(folder: Path) -> Iterable[tuple[str, Any]]:
+    """Cornell Movie-Dialogs: movie_lines.txt has `L1045 +++$+++ u0 +++$+++ m0 +++$+++ BIANCA
+    +++$+++ They do not!` (line id, character id, movie id, character name, text) and
+    movie_conversations.txt has `u0 +++$+++ u2 +++$+++ m0 +++$+++ ['L194', 'L195', 'L196']`
+    (the two characters, the movie, the line ids in order). The group is movie/first line id."""
+    if folder.is_file():
+        folder = folder.parent
+    lines_file, conversations_file = folder / "movie_lines.txt", folder / "movie_conversations.txt"
+    for file in (lines_file, conversations_file):
+        if not file.exists():
+            raise DataError(f"data file not found: {file}")
+    text: dict[str, str] = {}
+    for where, fields in _cornell_records(lines_file, 5):
+        if isinstance(fields, DataError):
+            yield where, fields
+        else:
+            text[fields[0]] = fields[4]
+    for where, fields in _cornell_records(conversations_file, 4):
+        if isinstance(fields, DataError):
+            yield where, fields
+            continue
+        try:
+            line_ids = ast.literal_eval(fields[3])
+        except (ValueError, TypeError, SyntaxError):
+            line_ids = None
+        is_list = isinstance(line_ids, list) and all(isinstance(i, str) for i in line_ids)
+        if not is_list or not line_ids:
+            message = f"expected a list of line ids like ['L194', 'L195'], got {fields[3][:40]!r}"
+            yield where, DataError(message)
+            continue
+        unknown = [i for i in line_ids if i not in text]
+        if unknown:
+            yield where, DataError(f"line ids not in {lines_file.name}: {unknown[:3]}")
+            continue
+        turns = [text[i] for i in line_ids]
+        yield from _conversation_rows(where, f"{fields[2]}/{line_ids[0]}", turns)
+
+
+def _squad_row(context: Any, question: Any, answers: list[str], group: str | None) -> Any:
+    """One SQuAD question as a row: prompt = SQUAD_PROMPT (context, then the question, so that
+    left truncation keeps the question), reference = the first answer. No answer: excluded."""
+    if not isinstance(context, str) or not context.strip():
+        return DataError("context must be a non-empty string")
+    if not isinstance(question, str) or not question.strip():
+        return DataError("question must be a non-empty string")
+    if not answers:
+        return _Excluded("unanswerable question")
+    prompt = SQUAD_PROMPT.format(context=context.strip(), question=question.strip())
+    return {"prompt": prompt, "reference": answers[0], "group": group}
+
+
+def _squad_file_rows(path: Path) -> Iterable[tuple[str, Any]]:
+    """SQuAD v1.1 / v2.0 JSON: {"data": [{"title", "paragraphs": [{"context", "qas": [{"question",
+    "answers": [{"text", "answer_start"}], "is_impossible" (v2)}]}]}]}. The group is the article
+    title, so all questions on one article's paragraphs stay on one side of the split."""
+    if path.is_dir():
+        raise DataError(f"{path}: squad:PATH names the JSON file (train-v2.0.json), not a folder")
+    try:
+        document = json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        message = f"invalid JSON ({exc.msg} at column {exc.colno})"
+        raise DataError(f"{path}:{exc.lineno}: {message}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    articles = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(articles, list):
+        raise DataError(f"{path}: expected a SQuAD object {{'data': [articles]}}")
+    for a, article in enumerate(articles):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            yield f"{path}: data[{a}]", DataError("expected {'title': ..., 'paragraphs': [...]}")
+            continue
+        title = article.get("title")
+        group = title if isinstance(title, str) and title else f"data[{a}]"
+        for p, paragraph in enumerate(paragraphs):
+            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
+            if not isinstance(qas, list):
+                message = "expected {'context': ..., 'qas': [...]}"
+                yield f"{path}: data[{a}].paragraphs[{p}]", DataError(message)
+                continue
+            for q, qa in enumerate(qas):
+                where = f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"
+                answers = qa.get("answers", []) if isinstance(qa, dict) else None
+                if not isinstance(answers, list) or not all(
+                    isinstance(x, dict) and isinstance(x.get("text"), str) for x in answers
+                ):
+                    yield where, DataError("expected {'question': ..., 'answers': [{'text': ...}]}")
+                    continue
+                # A v2 question marked is_impossible has no answer (its answers list is empty).
+                texts = [x["text"] for x in answers if x["text"].strip()]
+                if qa.get("is_impossible"):
+                    texts = []
+                yield where, _squad_row(paragraph.get("context"), qa.get("question"), texts, group)
 
 
 def read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
@@ -106,7 +321,19 @@ def _hub_rows(name: str, split: str) -> Iterable[tuple[str, Any]]:
         yield f"{name}[{split}] row {index}", row
 
 
-def _to_example(row: Any, prompt_field: str, reference_field: str | None) -> PromptExample:
+def _squad_hub_rows(name: str, split: str) -> Iterable[tuple[str, Any]]:
+    """The hub's SQuAD rows {"title", "context", "question", "answers": {"text": [...]}}, read as
+    squad:PATH reads the JSON (squad_v2 marks an unanswerable question by an empty answer list)."""
+    for where, row in _hub_rows(name, split):
+        answers = row.get("answers") or {}
+        texts = [t for t in answers.get("text", []) if isinstance(t, str) and t.strip()]
+        title = row.get("title") or None
+        yield where, _squad_row(row.get("context"), row.get("question"), texts, title)
+
+
+def _to_example(
+    row: Any, prompt_field: str, reference_field: str | None, group_field: str | None = None
+) -> PromptExample:
     if isinstance(row, DataError):
         raise row
     if not isinstance(row, dict):
@@ -119,15 +346,41 @@ def _to_example(row: Any, prompt_field: str, reference_field: str | None) -> Pro
     reference = row.get(reference_field) if reference_field else None
     if reference is not None and not isinstance(reference, str):
         raise DataError(f"field {reference_field!r} must be a string, got {type(reference).__name__}")
-    return PromptExample(prompt=prompt.strip(), reference=reference.strip() if reference else None)
+    group = row.get(group_field) if group_field else None
+    reference = reference.strip() if reference else None
+    return PromptExample(prompt=prompt.strip(), reference=reference, group=group)
+
+
+# data.source prefixes of corpora read from disk: "cornell:PATH" and so on.
+_CORPUS_READERS = {
+    "dailydialog": _dailydialog_rows,
+    "cornell": _cornell_rows,
+    "squad": _squad_file_rows,
+}
+
+
+def _has_fixed_fields(source: str) -> bool:
+    """Sources whose rows are {"prompt", "reference", "group"} whatever prompt_field says."""
+    prefix = source.partition(":")[0]
+    return source.startswith("embedded:") or prefix in _CORPUS_READERS or source in SQUAD_HUB_NAMES
 
 
 def _rows(source: str, split: str) -> Iterable[tuple[str, Any]]:
     if source == "embedded:chatterbot" or source.startswith("embedded:chatterbot/"):
         categories = source.partition("/")[2]
         return _chatterbot_rows([c for c in categories.split(",") if c])
+    if source == "embedded:chitchat":
+        return _chitchat_rows()
     if source.startswith("embedded:"):
-        raise DataError(f"unknown embedded dataset {source!r}; known: embedded:chatterbot")
+        known = "embedded:chatterbot[/category,...], embedded:chitchat"
+        raise DataError(f"unknown embedded dataset {source!r}; known: {known}")
+    prefix, _, rest = source.partition(":")
+    if prefix in _CORPUS_READERS:
+        if not rest or not Path(rest).exists():
+            raise DataError(f"data file not found: {rest!r} (spelled {prefix}:PATH)")
+        return _CORPUS_READERS[prefix](Path(rest))
+    if source in SQUAD_HUB_NAMES:
+        return _squad_hub_rows(source, split)
     path = Path(source)
     if path.suffix in {".jsonl", ".json", ".csv", ".parquet"}:
         if not path.exists():
@@ -146,15 +399,23 @@ def load_prompts(
     split: str = "train",
     on_bad_row: str = "error",
 ) -> tuple[list[PromptExample], LoadReport]:
-    """All prompts of `source`, in file order. Raises DataError on the first bad row unless skipping."""
+    """All prompts of `source` (spellings in the module docstring), in file order. Raises DataError
+    on the first bad row unless skipping. prompt_field and reference_field apply to plain files
+    and hub datasets only: the embedded and corpus sources know their own fields."""
     examples: list[PromptExample] = []
     report = LoadReport(source=source)
-    if source.startswith("embedded:chatterbot"):
-        # The packaged corpus has a few malformed conversations that no user can fix: count, skip.
-        prompt_field, reference_field, on_bad_row = "prompt", "reference", "skip"
+    group_field = None
+    if _has_fixed_fields(source):
+        prompt_field, reference_field, group_field = "prompt", "reference", "group"
+    if source.startswith("embedded:"):
+        # The packaged corpora have a few malformed conversations that no user can fix: count, skip.
+        on_bad_row = "skip"
     for where, row in _rows(source, split):
+        if isinstance(row, _Excluded):
+            report.excluded[row.reason] = report.excluded.get(row.reason, 0) + 1
+            continue
         try:
-            examples.append(_to_example(row, prompt_field, reference_field))
+            examples.append(_to_example(row, prompt_field, reference_field, group_field))
         except DataError as exc:
             message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
             if on_bad_row == "error":
@@ -164,25 +425,50 @@ def load_prompts(
                 report.problems.append(message)
     report.loaded = len(examples)
     if not examples:
-        raise DataError(f"no usable prompts in {source} ({report.skipped} rows skipped)")
+        excluded = "".join(f", {n} {reason}" for reason, n in report.excluded.items())
+        raise DataError(f"no usable prompts in {source} ({report.skipped} rows skipped{excluded})")
     return examples, report
 
 
 def split_prompts(
     examples: list[PromptExample], eval_fraction: float, seed: int
 ) -> tuple[list[PromptExample], list[PromptExample]]:
-    """Deterministic (train, eval) split: a seeded permutation, the first eval_fraction held out."""
-    order = np.random.default_rng(seed).permutation(len(examples))
+    """Deterministic (train, eval) split. Without groups: a seeded permutation of the examples,
+    the first eval_fraction of them held out. With groups (conversations): whole groups are held
+    out, in a seeded order, until at least eval_fraction of the examples are (at least one group,
+    and never the last one), so no held-out prompt's group is trained on; both sides come in the
+    seeded permutation order. An example without a group is a group of its own."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(examples))
     n_eval = int(round(eval_fraction * len(examples)))
     if eval_fraction > 0 and len(examples) > 1:
         n_eval = min(max(n_eval, 1), len(examples) - 1)
-    held_out = [examples[i] for i in order[:n_eval]]
-    train = [examples[i] for i in order[n_eval:]]
+    if all(e.group is None for e in examples):
+        held_out = [examples[i] for i in order[:n_eval]]
+        train = [examples[i] for i in order[n_eval:]]
+        return train, held_out
+    # A str group never equals an int index, so ungrouped examples stay apart.
+    keys = [e.group if e.group is not None else i for i, e in enumerate(examples)]
+    sizes: dict[Any, int] = {}
+    for key in keys:
+        sizes[key] = sizes.get(key, 0) + 1
+    groups = list(sizes)
+    held_groups: set[Any] = set()
+    n_held = 0
+    for g in rng.permutation(len(groups))[:-1]:
+        if n_held >= n_eval:
+            break
+        held_groups.add(groups[g])
+        n_held += sizes[groups[g]]
+    held_out = [examples[i] for i in order if keys[i] in held_groups]
+    train = [examples[i] for i in order if keys[i] not in held_groups]
     return train, held_out
 
 
 def load_prompt_split(data_config: Any, seed: int) -> tuple[list[PromptExample], list[PromptExample], LoadReport]:
-    """Load and split prompts as a DataConfig says (max_prompts applies before the split)."""
+    """Load and split prompts as a DataConfig says. max_prompts keeps the first prompts in file
+    order, before the split: a conversation cut there keeps its first turns, and the split still
+    keeps each conversation on one side."""
     examples, report = load_prompts(
         data_config.source,
         prompt_field=data_config.prompt_field,

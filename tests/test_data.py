@@ -1,9 +1,21 @@
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from crowdless.data import DataError, load_prompts, split_prompts
+from crowdless import data
+from crowdless.data import (
+    CONTEXT_CHARS,
+    CONTEXT_TURNS,
+    SQUAD_PROMPT,
+    DataError,
+    PromptExample,
+    load_prompt_split,
+    load_prompts,
+    split_prompts,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -83,7 +95,7 @@ def test_missing_file_and_empty_result(tmp_path):
 
 
 def test_unknown_embedded_and_offline_hub_name():
-    with pytest.raises(DataError, match="unknown embedded dataset"):
+    with pytest.raises(DataError, match="unknown embedded dataset.*chatterbot.*embedded:chitchat"):
         load_prompts("embedded:squad")
     with pytest.raises(DataError, match="neither a local file nor a loadable hub dataset"):
         load_prompts("no-such-org/no-such-dataset")
@@ -99,3 +111,230 @@ def test_split_is_deterministic_and_disjoint():
         map(json.dumps, [e.prompt for e in examples]))
     assert split_prompts(examples, 0.2, seed=4) != (train, held_out)
     assert split_prompts(examples, 0.0, seed=3)[1] == []
+
+
+# --- dialogue and QA corpora -------------------------------------------------------------------
+
+def test_embedded_chitchat_gives_a_reply_per_turn_grouped_by_conversation():
+    examples, report = load_prompts("embedded:chitchat")
+    groups = {e.group for e in examples}
+    # 7,168 conversations, of which about 3,150 have one speaker only (no reply): ~131k replies.
+    assert len(examples) > 100_000 and len(groups) > 4000 and report.skipped == 0
+    assert report.excluded["conversation without a reply"] > 3000
+    assert all(e.reference and e.prompt and e.group for e in examples)
+    assert max(e.prompt.count("\n") for e in examples) == CONTEXT_TURNS - 1
+    train, held_out = split_prompts(examples, 0.1, seed=0)
+    assert not {e.group for e in train} & {e.group for e in held_out}
+    assert len(held_out) >= round(0.1 * len(examples))
+
+
+DAILYDIALOG = (
+    "The kitchen stinks . __eou__ I'll throw out the garbage . __eou__\n"
+    "Good news ! __eou__ Wonderful , I am so happy . __eou__ Me too . __eou__ Great . __eou__\n"
+    "\n"
+    "The kitchen stinks . __eou__ I'll throw out the garbage . __eou__\n"
+)
+
+
+def test_dailydialog_file_and_folder(tmp_path):
+    path = tmp_path / "dialogues_text.txt"
+    path.write_text(DAILYDIALOG, encoding="utf-8")
+    for source in (f"dailydialog:{path}", f"dailydialog:{tmp_path}"):
+        examples, report = load_prompts(source, prompt_field="ignored")
+        assert [(e.prompt, e.reference, e.group) for e in examples] == [
+            ("The kitchen stinks .", "I'll throw out the garbage .", "1"),
+            ("Good news !", "Wonderful , I am so happy .", "2"),
+            ("Good news !\nWonderful , I am so happy .", "Me too .", "2"),
+            ("Wonderful , I am so happy .\nMe too .", "Great .", "2"),  # at most CONTEXT_TURNS
+            ("The kitchen stinks .", "I'll throw out the garbage .", "1"),  # a repeat: same group
+        ]
+        assert report.loaded == 5 and report.skipped == 0
+
+
+def test_dialogue_context_is_bounded_in_characters(tmp_path):
+    path = tmp_path / "d.txt"
+    long = "x" * CONTEXT_CHARS
+    path.write_text(f"{long} __eou__ short __eou__ reply __eou__ __eou__\n")
+    examples, report = load_prompts(f"dailydialog:{path}")
+    # The turn replied to is kept whole, an earlier one only if it fits; the empty turn is counted.
+    assert [(e.prompt, e.reference) for e in examples] == [(long, "short"), ("short", "reply")]
+    assert report.excluded == {"empty dialogue turn": 1}
+
+
+def test_bad_dailydialog_line_names_file_and_line(tmp_path):
+    path = tmp_path / "dialogues_text.txt"
+    path.write_text(DAILYDIALOG + "Hello . __eou__ no end of utterance\n")
+    with pytest.raises(DataError, match=rf"{path}:5: text after the last __eou__"):
+        load_prompts(f"dailydialog:{path}")
+    examples, report = load_prompts(f"dailydialog:{path}", on_bad_row="skip")
+    assert len(examples) == 5 and report.skipped == 1 and f"{path}:5" in report.problems[0]
+    with pytest.raises(DataError, match="not found"):
+        load_prompts(f"dailydialog:{tmp_path / 'nope'}")
+
+
+def write_cornell(folder, extra_lines="", extra_conversations=""):
+    sep = " +++$+++ "
+    lines = [
+        sep.join(["L196", "u0", "m0", "BIANCA", "Caf\xe9 tonight?"]),
+        sep.join(["L195", "u2", "m0", "CAMERON", "Well, I thought we'd start with pronunciation."]),
+        sep.join(["L194", "u0", "m0", "BIANCA", "Can we make this quick?"]),
+        sep.join(["L200", "u2", "m0", "CAMERON", "Sure."]),
+        sep.join(["L201", "u0", "m0", "BIANCA", ""]),
+    ]
+    conversations = [
+        sep.join(["u0", "u2", "m0", "['L194', 'L195', 'L196']"]),
+        sep.join(["u0", "u2", "m0", "['L200', 'L201']"]),
+    ]
+    (folder / "movie_lines.txt").write_text(
+        "\n".join(lines) + "\n" + extra_lines, encoding="iso-8859-1")
+    (folder / "movie_conversations.txt").write_text(
+        "\n".join(conversations) + "\n" + extra_conversations, encoding="iso-8859-1")
+
+
+def test_cornell_conversations(tmp_path):
+    write_cornell(tmp_path)
+    for source in (f"cornell:{tmp_path}", f"cornell:{tmp_path / 'movie_lines.txt'}"):
+        examples, report = load_prompts(source)
+        assert [(e.prompt, e.reference, e.group) for e in examples] == [
+            ("Can we make this quick?", "Well, I thought we'd start with pronunciation.",
+             "m0/L194"),
+            ("Can we make this quick?\nWell, I thought we'd start with pronunciation.",
+             "Caf\xe9 tonight?", "m0/L194"),
+        ]
+        # L201 is empty, which leaves the second conversation without a reply.
+        assert report.excluded == {"empty dialogue turn": 1, "conversation without a reply": 1}
+
+
+@pytest.mark.parametrize("lines,conversations,file,line,message", [
+    ("L300 +++$+++ u0 +++$+++ m0\n", "", "movie_lines.txt", 6, "expected 5 fields"),
+    ("", "u0 +++$+++ u2 +++$+++ m0 +++$+++ ['L194', 'L999']\n", "movie_conversations.txt", 3,
+     r"line ids not in movie_lines.txt: \['L999'\]"),
+    ("", "u0 +++$+++ u2 +++$+++ m0 +++$+++ ['L194', 'L195'\n", "movie_conversations.txt", 3,
+     "expected a list of line ids"),
+    ("", "u0 +++$+++ u2 +++$+++ ['L194']\n", "movie_conversations.txt", 3, "expected 4 fields"),
+])
+def test_bad_cornell_line_names_file_and_line(tmp_path, lines, conversations, file, line, message):
+    write_cornell(tmp_path, lines, conversations)
+    with pytest.raises(DataError, match=rf"{tmp_path / file}:{line}: {message}"):
+        load_prompts(f"cornell:{tmp_path}")
+    examples, report = load_prompts(f"cornell:{tmp_path}", on_bad_row="skip")
+    assert len(examples) == 2 and report.skipped == 1
+
+
+def test_cornell_needs_both_files(tmp_path):
+    write_cornell(tmp_path)
+    (tmp_path / "movie_conversations.txt").unlink()
+    with pytest.raises(DataError, match="not found: .*movie_conversations.txt"):
+        load_prompts(f"cornell:{tmp_path}")
+
+
+SQUAD_V2 = {
+    "version": "v2.0",
+    "data": [
+        {"title": "Normans", "paragraphs": [
+            {"context": "The Normans gave their name to Normandy, a region in France.", "qas": [
+                {"question": "In what country is Normandy located?", "id": "a",
+                 "answers": [{"text": "France", "answer_start": 56}, {"text": "in France",
+                                                                       "answer_start": 53}],
+                 "is_impossible": False},
+                {"question": "Who gave their name to France?", "id": "b", "answers": [],
+                 "plausible_answers": [{"text": "The Normans", "answer_start": 0}],
+                 "is_impossible": True},
+            ]},
+            {"context": "Rollo was their first ruler.", "qas": [
+                {"question": "Who was the first ruler?", "id": "c",
+                 "answers": [{"text": "Rollo", "answer_start": 0}], "is_impossible": False},
+            ]},
+        ]},
+        {"title": "Physics", "paragraphs": [
+            {"context": "Force equals mass times acceleration.", "qas": [
+                {"question": "What equals mass times acceleration?", "id": "d",
+                 "answers": [{"text": "Force", "answer_start": 0}]},  # v1.1: no is_impossible
+            ]},
+        ]},
+    ],
+}
+
+
+def test_squad_file(tmp_path):
+    path = tmp_path / "dev-v2.0.json"
+    path.write_text(json.dumps(SQUAD_V2, indent=1))
+    examples, report = load_prompts(f"squad:{path}")
+    assert [(e.reference, e.group) for e in examples] == [
+        ("France", "Normans"), ("Rollo", "Normans"), ("Force", "Physics")]
+    assert examples[0].prompt == SQUAD_PROMPT.format(
+        context="The Normans gave their name to Normandy, a region in France.",
+        question="In what country is Normandy located?")
+    assert report.excluded == {"unanswerable question": 1} and report.skipped == 0
+
+
+def test_bad_squad_names_file_and_place(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"data": [\n  {"title": "A", "paragraphs": []},\n  {"title": oops}\n]}')
+    with pytest.raises(DataError, match=rf"{path}:3: invalid JSON"):
+        load_prompts(f"squad:{path}")
+    broken = json.loads(json.dumps(SQUAD_V2))
+    broken["data"][0]["paragraphs"][1]["qas"][0]["answers"] = "Rollo"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(DataError, match=rf"{path}: data\[0\]\.paragraphs\[1\]\.qas\[0\]: expected"):
+        load_prompts(f"squad:{path}")
+    examples, report = load_prompts(f"squad:{path}", on_bad_row="skip")
+    assert len(examples) == 2 and report.skipped == 1
+    path.write_text('{"version": "v2.0"}')
+    with pytest.raises(DataError, match="expected a SQuAD object"):
+        load_prompts(f"squad:{path}")
+
+
+def test_squad_hub_rows_map_like_the_file(monkeypatch):
+    rows = [
+        {"id": "a", "title": "Normans", "context": "Normandy is in France.",
+         "question": "Where is Normandy?", "answers": {"text": ["France"], "answer_start": [15]}},
+        {"id": "b", "title": "Normans", "context": "Normandy is in France.",
+         "question": "Who named France?", "answers": {"text": [], "answer_start": []}},
+    ]
+    monkeypatch.setattr(data, "_hub_rows", lambda name, split: (
+        (f"{name}[{split}] row {i}", row) for i, row in enumerate(rows)))
+    examples, report = load_prompts("squad_v2", split="validation")
+    assert [(e.reference, e.group) for e in examples] == [("France", "Normans")]
+    assert examples[0].prompt.endswith("Question: Where is Normandy?\nAnswer in a few words.")
+    assert report.excluded == {"unanswerable question": 1}
+
+
+# --- splitting by group --------------------------------------------------------------------------
+
+def grouped_examples(seed):
+    rng = np.random.default_rng(seed)
+    examples = [PromptExample(f"p{g}.{t}", "r", group=f"g{g}")
+                for g in range(40) for t in range(int(rng.integers(1, 12)))]
+    return examples + [PromptExample(f"loose{i}") for i in range(5)]  # no group: a group each
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.3])
+def test_split_never_puts_a_group_on_both_sides(seed, fraction):
+    examples = grouped_examples(seed)
+    train, held_out = split_prompts(examples, fraction, seed)
+    assert {e.group for e in train if e.group}.isdisjoint({e.group for e in held_out if e.group})
+    assert sorted(e.prompt for e in train + held_out) == sorted(e.prompt for e in examples)
+    assert train and len(held_out) >= round(fraction * len(examples))
+    assert split_prompts(examples, fraction, seed) == (train, held_out)
+    assert split_prompts(examples, 0.0, seed)[1] == []
+
+
+def test_split_without_groups_is_the_seeded_permutation():
+    examples = [PromptExample(f"p{i}") for i in range(20)]
+    order = np.random.default_rng(7).permutation(20)
+    assert split_prompts(examples, 0.25, seed=7) == (
+        [examples[i] for i in order[5:]], [examples[i] for i in order[:5]])
+
+
+def test_max_prompts_then_split_by_conversation(tmp_path):
+    path = tmp_path / "dialogues_text.txt"
+    path.write_text("".join(f"a{i} __eou__ b{i} __eou__ c{i} __eou__ d{i} __eou__\n"
+                            for i in range(30)))
+    config = SimpleNamespace(source=f"dailydialog:{path}", prompt_field="prompt",
+                             reference_field="reference", split="train", eval_fraction=0.2,
+                             max_prompts=20, on_bad_row="error")
+    train, held_out, _ = load_prompt_split(config, seed=1)
+    assert len(train) + len(held_out) == 20  # 3 replies a dialogue: the 7th is cut after 2
+    assert held_out and not {e.group for e in train} & {e.group for e in held_out}
