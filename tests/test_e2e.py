@@ -18,6 +18,9 @@ ENV = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
 ENV.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
 
 
+EVAL = ("eval.every=1", "eval.agreement_prompts=3")
+
+
 def _train(*args, env=None, timeout=900):
     result = subprocess.run([sys.executable, "jobs/train.py", *args], cwd=ROOT, env=env or ENV,
                             capture_output=True, text=True, timeout=timeout)
@@ -33,17 +36,24 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     run_dir = tmp_path / "run"
-    out = _train("--config", "tiny", "--run-dir", str(run_dir))
+    out = _train("--config", "tiny", "--run-dir", str(run_dir), *EVAL)
     assert "[iter 2/2]" in out and "done: 2 iterations" in out
     # the terminal holds the run's own lines; engine and library logs went to RUN_DIR/logs/
     assert out.startswith(f"crowdless: {run_dir} (new run, 2 iterations)")
-    assert len(out.splitlines()) < 25 and " INFO " not in out and "pid=" not in out
+    assert len(out.splitlines()) < 40 and " INFO " not in out and "pid=" not in out
     logs = {path.name.split("-")[0]: path.read_text() for path in (run_dir / "logs").iterdir()}
     assert {"learner", "rollout", "ranker"} <= set(logs)
     assert "KV cache" in logs["rollout"]  # vLLM's own start-up report
     assert len((run_dir / "samples" / "iter-1.jsonl").read_text().splitlines()) == 4
     metrics = _metrics(run_dir)
-    assert [m["iteration"] for m in metrics] == [1, 2]
+    assert [m["iteration"] for m in metrics] == [0, 1, 2]  # 0: the held-out baseline
+    for m in metrics:  # eval.every=1: every iteration and the baseline are judged on held-out prompts
+        for key in ("eval_bleu", "eval_chrf", "eval_cosine", "eval_token_f1", "eval_length", "eval_truncated"):
+            assert key in m and m[key] is not None
+    assert "held-out prompts (6, greedy, against references): iteration 2 vs the starting model" in out
+    assert "answer order agreement with the reference (4 answers, 3 prompts" in out
+    assert (run_dir / "eval" / "report.md").exists() and (run_dir / "eval" / "metrics_over_iterations.png").exists()
+    metrics = metrics[1:]
     for m in metrics:
         assert m["pairs"] > 0
         assert m["rm_train_loss_after"] < m["rm_train_loss_before"]  # the reward model learns its pairs
@@ -70,10 +80,27 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
                              cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
 
-    out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3")
+    out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3", *EVAL)
     assert "resuming" in out and "[iter 3/3]" in out and "[iter 1/3]" not in out
-    assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
+    assert [m["iteration"] for m in _metrics(run_dir)] == [0, 1, 2, 3]
     assert latest.resolve().name == "iter-3"
+
+    # jobs/evaluate.py: every checkpoint against the base model, paired intervals, report and plots
+    result = subprocess.run([sys.executable, "jobs/evaluate.py", "--run-dir", str(run_dir), "--checkpoints", "all"],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    saved = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert set(saved["comparisons"]) == {"iter-1", "iter-2", "iter-3"}
+    row = saved["comparisons"]["iter-3"]
+    for key in ("bleu", "chrf", "gleu", "token_f1", "exact_match", "cosine", "length", "truncated"):
+        assert row[key]["low"] <= row[key]["difference"] <= row[key]["high"]
+    assert "meteor" in row or "meteor_nosyn" in row
+    assert saved["agreement"]["agreement_answers"] == 4
+    assert 0 <= saved["agreement"]["reward_model_full_order"] <= 1
+    assert (run_dir / "eval" / "answer_lengths.png").stat().st_size > 1000
+    bad = subprocess.run([sys.executable, "jobs/evaluate.py", "--run-dir", str(run_dir), "--checkpoints", "7"],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no complete checkpoint for iterations [7]" in bad.stderr
 
 
 def test_a_worker_failure_prints_its_cause(tmp_path):
