@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algos.ppo import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_reward_loss,
-                       policy_loss, value_loss)
+from algos.objectives import (ObjectiveParams, PolicyLossInputs, PreferenceBatch, RolloutBatch,
+                              get_objective, sequence_logprobs)
+from algos.ppo import pairwise_reward_loss
 from actors import start_worker_process
 from configs.schema import CrowdlessConfig
 from crowdless.models import resolve_dtype
 from crowdless.reward import encode_for_reward, pad_right, sequence_scores, token_values
-from crowdless.records import PreferencePair, Rollout
+from crowdless.prompts import encode_answer, encode_prompt
+from crowdless.records import PreferencePair, RankedGroup, Rollout
 
 REPLAY_KEEP = 2048  # most recent training pairs remembered for replay
 ZERO_BUCKET_ELEMENTS = 2 * 10**7  # ZeRO reduce / all-gather bucket size
@@ -93,10 +95,14 @@ class LearnerWorker:
         self.policy = self._engine(policy, config.ppo.lr, config.ppo.minibatch_size)
         self.reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=self.dtype)
         self.reference.to(self.device).eval().requires_grad_(False)
-        self.reward = self._engine(self._scalar_model(reward_path), config.reward.lr,
-                                   config.reward.batch_size)
+        self.objective = get_objective(config.policy.objective)
+        # Only policy-gradient objectives scored by a reward model need one: none is built otherwise.
+        self.reward = None
+        if self.objective.kind == "policy_gradient" and config.reward.source == "reward_model":
+            self.reward = self._engine(self._scalar_model(reward_path), config.reward.lr,
+                                       config.reward.batch_size)
         self.value = None
-        if value_path is not None:
+        if value_path is not None and self.objective.uses_value_model:
             self.value = self._engine(self._scalar_model(value_path), config.ppo.value_lr,
                                       config.ppo.minibatch_size)
         self.replay: list[PreferencePair] = list(replay or [])
@@ -151,6 +157,9 @@ class LearnerWorker:
         return encode_for_reward(self.reward_tokenizer, prompts, answers, self.config.reward.max_length,
                                  self.config.model.use_chat_template, self.config.model.max_prompt_tokens)
 
+    def has_reward_model(self) -> bool:
+        return self.reward is not None
+
     @torch.no_grad()
     def score(self, prompts: list[str], answers: list[str]) -> list[float]:
         """Reward model scores of answers to prompts (used by PPO and by serving)."""
@@ -184,7 +193,10 @@ class LearnerWorker:
 
     def train_reward(self, pairs: list[PreferencePair], iteration: int) -> dict[str, float]:
         """Hold out reward.eval_fraction of the pairs, train on the rest plus a replay of
-        earlier pairs, and report the loss on this iteration's training pairs before and after."""
+        earlier pairs, and report the loss on this iteration's training pairs before and after.
+        Nothing to do (and no metrics) when the objective needs no reward model."""
+        if self.reward is None:
+            return {}
         cfg = self.config.reward
         rng = self._rng(iteration, phase=1)
         order = rng.permutation(len(pairs))
@@ -227,7 +239,7 @@ class LearnerWorker:
         if self.value is not None:
             return
         cfg = self.config.ppo
-        if cfg.value_init == "reward_model":  # the reward model's weights as they are now
+        if cfg.value_init == "reward_model" and self.reward is not None:  # its weights as they are now
             model = self._scalar_model(self.reward_path)
             model.load_state_dict(self._full_state_dict(self.reward))  # copies into fp32 params
         else:
@@ -258,53 +270,79 @@ class LearnerWorker:
 
     @torch.no_grad()
     def _rollout_statistics(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Log-probs of the sampling policy and the reference, and values when there is a critic."""
         self.policy.module.eval()
-        self.value.module.eval()
         parts = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
         for rows in _chunks(len(batch["ids"]), self.config.ppo.minibatch_size):
             parts["old_logprobs"].append(self._response_logprobs(self.policy.module, batch, rows))
             parts["ref_logprobs"].append(self._response_logprobs(self.reference, batch, rows))
-            parts["old_values"].append(self._response_values(self.value.module, batch, rows))
-        return {key: torch.cat(value) for key, value in parts.items()}
+            if self.value is not None:
+                self.value.module.eval()
+                parts["old_values"].append(self._response_values(self.value.module, batch, rows))
+        return {key: torch.cat(value) if value else None for key, value in parts.items()}
 
-    def train_policy(self, rollouts: list[Rollout], iteration: int) -> dict[str, float]:
-        """One PPO phase on a batch of rollouts: scores, KL-shaped rewards, GAE, clipped updates."""
+    def _objective_params(self) -> ObjectiveParams:
         cfg = self.config.ppo
+        return ObjectiveParams(kl_coef=cfg.kl_coef, kl_mode=cfg.kl_mode, gamma=cfg.gamma, lam=cfg.lam,
+                               clip_ratio=cfg.clip_ratio, value_clip=cfg.value_clip,
+                               whiten=cfg.whiten_advantages, beta=self.config.policy.beta)
+
+    def _sequence_scores(self, rollouts: list[Rollout], groups: list[RankedGroup]) -> torch.Tensor:
+        """Rewards [B]: the reward model's scores, or (reward.source=ranker) each answer's TextRank
+        score scaled by its group's size and centred, n * s - 1: 0 for an average answer."""
+        if self.config.reward.source == "reward_model":
+            return torch.tensor(self.score([r.prompt for r in rollouts], [r.response_text for r in rollouts]))
+        return torch.tensor([len(g.scores) * s - 1.0 for g in groups for s in g.scores])
+
+    def train_policy(self, rollouts: list[Rollout], iteration: int,
+                     groups: list[RankedGroup]) -> dict[str, float]:
+        """One policy phase with the configured objective. rollouts: every sampled answer, in the
+        order of `groups` (the ranker's output for the same prompts, answers in sampling order)."""
+        if self.objective.kind == "preference":
+            return self._train_preference(groups, iteration)
+        return self._train_policy_gradient(rollouts, groups, iteration)
+
+    def _train_policy_gradient(self, rollouts: list[Rollout], groups: list[RankedGroup],
+                               iteration: int) -> dict[str, float]:
+        """Scores, advantages from the objective, clipped updates; a critic where it has one."""
+        cfg, objective, params = self.config.ppo, self.objective, self._objective_params()
         start = time.perf_counter()
-        self._ensure_value_model()
+        if objective.uses_value_model:
+            self._ensure_value_model()
         batch = self._ppo_batch(rollouts)
         mask = batch["mask"]
         stats = self._rollout_statistics(batch)
-        scores = torch.tensor(self.score([r.prompt for r in rollouts], [r.response_text for r in rollouts]))
-        rewards, metrics = kl_shaped_rewards(scores, stats["old_logprobs"], stats["ref_logprobs"],
-                                             mask, cfg.kl_coef, cfg.kl_mode)
-        advantages, returns = compute_gae(rewards, stats["old_values"] * mask, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+        scores = self._sequence_scores(rollouts, groups)
+        group = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g.answers) for g in groups]))
+        values = stats["old_values"] * mask if stats["old_values"] is not None else None
+        advantages, returns, metrics = objective.advantages(
+            RolloutBatch(scores, group, stats["old_logprobs"], stats["ref_logprobs"], mask, values), params)
         engine_logprobs = _pad_floats([r.logprobs for r in rollouts], mask.shape[1])
         metrics["engine_logprob_gap"] = (
             ((engine_logprobs - stats["old_logprobs"]).abs() * mask).sum() / mask.sum()
         ).item()
 
         self.policy.module.train()
-        self.value.module.train()
         generator = torch.Generator().manual_seed(int(self._rng(iteration, phase=2).integers(2**31)))
         step_metrics: dict[str, list[float]] = {}
         minibatches = [rows for _ in range(cfg.epochs) for rows in
                        _chunks(len(rollouts), cfg.minibatch_size, torch.randperm(len(rollouts), generator=generator))]
         for step, rows in enumerate(minibatches):
-            rows_mask = mask[rows]
             logprobs = self._response_logprobs(self.policy, batch, rows)
-            loss, policy_metrics = policy_loss(logprobs, stats["old_logprobs"][rows],
-                                               advantages[rows], rows_mask, cfg.clip_ratio)
+            loss, step_loss_metrics = objective.loss(
+                PolicyLossInputs(logprobs, stats["old_logprobs"][rows], advantages[rows], mask[rows],
+                                 stats["ref_logprobs"][rows]), params)
             self.policy.backward(loss.to(self.device))
             self.policy.step()
-            values = self._response_values(self.value.module, batch, rows)
-            v_loss, value_metrics = value_loss(values, stats["old_values"][rows], returns[rows],
-                                               rows_mask, cfg.value_clip)
-            self.value.backward((cfg.vf_coef * v_loss).to(self.device))
-            self.value.step()
-            for key, value in {**policy_metrics, **value_metrics}.items():
+            if objective.uses_value_model:
+                self.value.module.train()
+                new_values = self._response_values(self.value.module, batch, rows)
+                v_loss, value_metrics = objective.value_loss(new_values, stats["old_values"][rows],
+                                                             returns[rows], mask[rows], params)
+                self.value.backward((cfg.vf_coef * v_loss).to(self.device))
+                self.value.step()
+                step_loss_metrics = {**step_loss_metrics, **value_metrics}
+            for key, value in step_loss_metrics.items():
                 step_metrics.setdefault(key, []).append(value)
             self._report("ppo", iteration, step + 1, len(minibatches))
         seconds = time.perf_counter() - start
@@ -313,10 +351,67 @@ class LearnerWorker:
         metrics.update({
             "reward_mean": scores.mean().item(),
             "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
-            "response_length": response_tokens / len(rollouts),
             "ppo_tokens_per_second": response_tokens * cfg.epochs / seconds,
         })
         return metrics
+
+    def _preference_items(self, groups: list[RankedGroup]) -> list[list[tuple[str, str]]]:
+        """Each item is one pair (chosen, rejected) or one ranked list, as (prompt, answer) rows, best first."""
+        if self.objective.preference_input == "pairs":
+            return [[(p.prompt, p.chosen), (p.prompt, p.rejected)] for g in groups for p in g.pairs]
+        return [[(g.prompt, g.answers[i]) for i in g.ranked] for g in groups if len(g.ranked) >= 2]
+
+    def _as_rollouts(self, rows: list[tuple[str, str]]) -> list[Rollout]:
+        """(prompt, answer) texts as token rows (noised negatives have no sampled tokens)."""
+        mc = self.config.model
+        answer_tokens = self.config.rollout.max_new_tokens + 1
+        return [Rollout(prompt, encode_prompt(self.tokenizer, prompt, mc.use_chat_template, mc.max_prompt_tokens),
+                        encode_answer(self.tokenizer, answer, answer_tokens), answer, [], True)
+                for prompt, answer in rows]
+
+    def _train_preference(self, groups: list[RankedGroup], iteration: int) -> dict[str, float]:
+        """dpo / listwise: sequence log-probs of ranked answers under the policy and the reference."""
+        cfg, objective, params = self.config.ppo, self.objective, self._objective_params()
+        start = time.perf_counter()
+        items = self._preference_items(groups)
+        if not items:
+            return {"policy_loss": float("nan"), "preference_items": 0}
+        rng = self._rng(iteration, phase=2)
+        per_step = max(1, cfg.minibatch_size // max(len(item) for item in items))
+        order = [int(i) for _ in range(cfg.epochs) for i in rng.permutation(len(items))]
+        step_metrics: dict[str, list[float]] = {}
+        steps = [order[i:i + per_step] for i in range(0, len(order), per_step)]
+        self.policy.module.train()
+        tokens = 0
+        for step, chosen in enumerate(steps):
+            chunk = [items[i] for i in chosen]
+            width = max(map(len, chunk))
+            rows = [row for item in chunk for row in item]
+            rollouts = self._as_rollouts(rows)
+            batch = self._ppo_batch(rollouts)
+            everything = torch.arange(len(rollouts))
+            with torch.no_grad():
+                ref = sequence_logprobs(self._response_logprobs(self.reference, batch, everything), batch["mask"])
+            logps = sequence_logprobs(self._response_logprobs(self.policy, batch, everything), batch["mask"])
+            tokens += int(batch["mask"].sum())
+            index, valid = [], []
+            offset = 0
+            for item in chunk:  # [G, K] positions into the flat rows, padded lists masked
+                index.append([offset + min(k, len(item) - 1) for k in range(width)])
+                valid.append([k < len(item) for k in range(width)])
+                offset += len(item)
+            index_t = torch.tensor(index)
+            loss, metrics = objective.loss(PreferenceBatch(logps[index_t], ref[index_t], torch.tensor(valid)), params)
+            self.policy.backward(loss.to(self.device))
+            self.policy.step()
+            for key, value in metrics.items():
+                step_metrics.setdefault(key, []).append(value)
+            self._report("ppo", iteration, step + 1, len(steps))
+        seconds = time.perf_counter() - start
+        summary = {key: float(np.mean(values)) for key, values in step_metrics.items()}
+        summary.update({"policy_loss": summary.get(f"{objective.name}_loss", float("nan")),
+                        "preference_items": len(items), "ppo_tokens_per_second": tokens / seconds})
+        return summary
 
     # ---- weights out ----------------------------------------------------------------------
     def _full_state_dict(self, engine) -> dict[str, torch.Tensor]:

@@ -125,12 +125,25 @@ class RankingConfig(Section):
 
 
 class RewardConfig(Section):
+    source: Literal["reward_model", "ranker"] = Field(
+        "reward_model", description="Rewards for the policy-gradient objectives: the trained reward "
+        "model, or the ranker's own TextRank score of each answer (no reward model is built).")
     lr: float = Field(1e-5, gt=0.0, description="AdamW learning rate.")
     epochs: int = Field(1, ge=1, description="Passes over each iteration's pairs.")
     batch_size: int = Field(8, ge=1, description="Pairs per optimiser step.")
     max_length: int = Field(192, ge=16, description="Prompt + answer tokens, truncated.")
     replay_pairs: int = Field(64, ge=0, description="Earlier pairs mixed into each iteration.")
     eval_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Pairs held out for accuracy.")
+
+
+class PolicyConfig(Section):
+    objective: Literal["ppo", "grpo", "rloo", "reinforce_pp", "dpo", "listwise"] = Field(
+        "ppo", description="Policy objective (algos/objectives.py): ppo (the paper's, with a value "
+        "model), grpo / rloo / reinforce_pp (critic-free), dpo (this iteration's ranked pairs) or "
+        "listwise (Plackett-Luce over each prompt's ranked distinct answers). The ppo.* keys set "
+        "lr, clip, KL and minibatch for all of them.")
+    beta: float = Field(0.1, gt=0.0, description="dpo / listwise: beta of the implicit reward "
+                        "beta * log(pi / pi_ref).")
 
 
 class PPOConfig(Section):
@@ -209,6 +222,7 @@ class CrowdlessConfig(Section):
     rollout: RolloutConfig = RolloutConfig()
     ranking: RankingConfig = RankingConfig()
     reward: RewardConfig = RewardConfig()
+    policy: PolicyConfig = PolicyConfig()
     ppo: PPOConfig = PPOConfig()
     learner: LearnerConfig = LearnerConfig()
     resources: ResourcesConfig = ResourcesConfig()

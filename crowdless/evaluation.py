@@ -204,7 +204,8 @@ class HeldOutEvaluation:
     def agreement(self, generate, score_rewards, ranker_embedder=None, answers: int = 4) -> dict[str, float]:
         """Sample `answers` per prompt; the reference order is their judge cosine to the reference.
         Reports full-order agreement and pairwise accuracy of the reward model's scores
-        (`score_rewards(prompts, answers)`) and of TextRank over the ranker's embeddings."""
+        (`score_rewards(prompts, answers)`, None where the run has no reward model) and of
+        TextRank over the ranker's embeddings."""
         from algos.textrank import similarity_graph, textrank
         from crowdless.ranking import embed
 
@@ -215,7 +216,9 @@ class HeldOutEvaluation:
         for prompt, reference, rollouts in zip(prompts, references, samples):
             texts = [r.response_text.strip() for r in rollouts]
             targets.append(self.judge.cosine(texts, [reference] * len(texts)))
-            rewards.append(np.array(score_rewards([prompt] * len(texts), texts)))
+            if score_rewards is not None:
+                rewards.append(np.array(score_rewards([prompt] * len(texts), texts)))
             vectors = embed(ranker_embedder, texts) if ranker_embedder is not None else self.judge.embed(texts)
             ranks.append(textrank(similarity_graph(vectors)))
-        return agreement({"reward_model": rewards, "ranker": ranks}, targets)
+        orderers = {"reward_model": rewards, "ranker": ranks} if rewards else {"ranker": ranks}
+        return agreement(orderers, targets)

@@ -204,14 +204,14 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         pairs = [pair for group in ranked for pair in group.pairs]
         write_samples(run_dir, iteration, ranked)
 
-        # 3. Reward model on this iteration's pairs (plus replay).
+        # 3. Reward model on this iteration's pairs (plus replay), where the objective uses one.
         with phase("reward_model"):
             rm_metrics = wait_with_progress(learner.train_reward.remote(pairs, iteration), board,
                                             "reward_model", iteration, unit="batch")
 
-        # 4. PPO against the reward model, KL to the frozen reference.
+        # 4. Policy update with the configured objective (policy.objective), KL to the frozen reference.
         with phase("ppo"):
-            ppo_metrics = wait_with_progress(learner.train_policy.remote(flat, iteration), board,
+            ppo_metrics = wait_with_progress(learner.train_policy.remote(flat, iteration, ranked), board,
                                              "ppo", iteration, unit="minibatch")
 
         # 5. Rollout workers serve the new policy.
@@ -236,6 +236,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         metrics = {
             **rm_metrics, **ppo_metrics, **held_out, **phase.seconds,
             "pairs": len(pairs),
+            "response_length": float(np.mean([len(r.response_ids) for r in flat])),
             "noised_pairs": sum(p.noised for p in pairs),
             "clusters_kept": float(np.mean([len(g.ranked) for g in ranked])),
             # share of prompts whose lowest-scored answer survived de-duplication (a negative kept)
@@ -273,26 +274,31 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
             from crowdless.ranking import load_embedder
 
             ranker_embedder = load_embedder(config.model.embedding)
-        agreement = evaluation.agreement(
-            generate, lambda prompts, answers: ray.get(learner.score.remote(prompts, answers)), ranker_embedder)
+        score_rewards = None
+        if ray.get(learner.has_reward_model.remote()):
+            def score_rewards(prompts, answers):
+                return ray.get(learner.score.remote(prompts, answers))
+        agreement = evaluation.agreement(generate, score_rewards, ranker_embedder)
     report = write_report(evaluation.out_dir, {f"iter-{total}": table}, agreement,
                           Path(evaluation.out_dir).parent / "metrics.jsonl")
     print(f"[crowdless] held-out prompts ({len(evaluation.prompts)}, greedy, against references): "
           f"iteration {total} vs the starting model: {verdict(table)}", flush=True)
     print(format_table(table, f"iter-{total}"), flush=True)
     if agreement:
+        orderers = [who for who in ("reward_model", "ranker") if f"{who}_full_order" in agreement]
         print(f"  answer order agreement with the reference ({agreement['agreement_answers']} answers, "
               f"{agreement['agreement_prompts']} prompts; random {agreement['agreement_random_full']:.3f}): "
-              f"reward model {agreement['reward_model_full_order']:.3f} full / "
-              f"{agreement['reward_model_pairwise']:.3f} pairwise, ranker {agreement['ranker_full_order']:.3f}"
-              f" / {agreement['ranker_pairwise']:.3f}", flush=True)
+              + ", ".join(f"{who.replace('_', ' ')} {agreement[f'{who}_full_order']:.3f} full / "
+                          f"{agreement[f'{who}_pairwise']:.3f} pairwise" for who in orderers), flush=True)
     print(f"  report: {report}", flush=True)
 
 
 def iteration_line(iteration: int, total: int, metrics: dict) -> str:
     seconds = sum(v for k, v in metrics.items() if k.startswith("seconds_"))
-    return (f"[iter {iteration}/{total}] reward {metrics['reward_mean']:+.3f}  kl {metrics['kl']:.4f}  "
-            f"rm_acc {metrics['rm_accuracy']:.2f}  pairs {metrics['pairs']}  "
+    nan = float("nan")
+    return (f"[iter {iteration}/{total}] reward {metrics.get('reward_mean', nan):+.3f}  "
+            f"kl {metrics.get('kl', nan):.4f}  rm_acc {metrics.get('rm_accuracy', nan):.2f}  "
+            f"pairs {metrics['pairs']}  "
             f"len {metrics['response_length']:.1f}  "
             + (f"held-out cosine {metrics['eval_cosine']:.3f}  " if "eval_cosine" in metrics else "")
             + f"{seconds:.0f}s ("

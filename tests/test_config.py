@@ -83,3 +83,12 @@ def test_every_field_is_documented():
 
     undocumented = [name for name, field in walk(CrowdlessConfig) if not field.description]
     assert undocumented == []
+
+
+def test_config_objectives_are_the_registry():
+    from typing import get_args
+
+    from algos.objectives import OBJECTIVES
+    from configs.schema import PolicyConfig
+
+    assert set(get_args(PolicyConfig.model_fields["objective"].annotation)) == set(OBJECTIVES)

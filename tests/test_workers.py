@@ -72,11 +72,28 @@ def test_rollout_worker_generates_with_new_weights(backend, config, tiny_model_d
     assert _hf_logprobs(original, sample) != pytest.approx(sample.logprobs, abs=2e-3)
 
 
-def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path):
+def _rollouts_and_groups(config, model_dir, embedder):
+    """Sampled answers (transformers backend) and the ranker's groups for them."""
+    import numpy as np
+
+    from actors.rollout_worker import RolloutWorker
+    from crowdless.ranking import embed, rank_group
+
+    rollout_config = config.rollout.model_copy(update={"backend": "transformers"})
+    sampler = RolloutWorker(model_dir, config.model, rollout_config, seed=0)
+    samples = sampler.generate(PROMPTS)
+    groups = []
+    for i, (prompt, per_prompt) in enumerate(zip(PROMPTS, samples)):
+        answers = [r.response_text for r in per_prompt]
+        groups.append(rank_group(prompt, answers, embed(embedder, answers), config.ranking,
+                                 np.random.default_rng(i)))
+    return [r for per_prompt in samples for r in per_prompt], groups
+
+
+def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path, embedder):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from actors.learner_worker import LearnerWorker, load_replay
-    from actors.rollout_worker import RolloutWorker
     from algos.pairs import PreferencePair
 
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
@@ -88,18 +105,16 @@ def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path
     assert second["rm_train_loss_after"] < first["rm_train_loss_before"]
     assert 0 <= second["rm_accuracy"] <= 1 and second["rm_pairs_trained"] > 0
 
-    rollout_config = config.rollout.model_copy(update={"backend": "transformers"})
-    sampler = RolloutWorker(tiny_model_dir, config.model, rollout_config, seed=0)
-    rollouts = [r for per_prompt in sampler.generate(PROMPTS) for r in per_prompt]
+    rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
     initial = {k: v.clone() for k, v in learner.policy_state().items()}
-    metrics = learner.train_policy(rollouts, iteration=1)
+    metrics = learner.train_policy(rollouts, 1, groups)
     for key in ("policy_loss", "value_loss", "kl", "reward_mean", "clipfrac"):
         assert math.isfinite(metrics[key]), key
     assert metrics["kl"] >= 0
     assert metrics["engine_logprob_gap"] < 1e-3  # sampler and learner agree on the old policy
     changed = learner.policy_state()
     assert any(not torch.equal(initial[k], changed[k]) for k in initial)
-    second_metrics = learner.train_policy(rollouts, iteration=2)
+    second_metrics = learner.train_policy(rollouts, 2, groups)
     assert second_metrics["kl"] > 0  # the policy moved away from the frozen reference
 
     final = learner.policy_state()
@@ -109,3 +124,28 @@ def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path
     reward = AutoModelForSequenceClassification.from_pretrained(tmp_path / "reward_model")
     assert reward.config.num_labels == 1
     assert len(load_replay(tmp_path / "replay.jsonl")) == len(learner.replay) > 0
+
+
+@pytest.mark.parametrize("objective,source", [("grpo", "ranker"), ("rloo", "ranker"), ("reinforce_pp", "ranker"),
+                                              ("grpo", "reward_model"), ("dpo", "ranker"), ("listwise", "ranker")])
+def test_learner_objectives(objective, source, config, tiny_model_dir, embedder, tmp_path):
+    """Every registered objective trains the policy through the same learner; no value model is
+    built for critic-free objectives, and no reward model where nothing scores with it."""
+    from actors.learner_worker import LearnerWorker
+
+    config = config.model_copy(update={
+        "policy": config.policy.model_copy(update={"objective": objective}),
+        "reward": config.reward.model_copy(update={"source": source})})
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    assert learner.has_reward_model() == (objective not in ("dpo", "listwise") and source == "reward_model")
+    rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
+    if not learner.has_reward_model():
+        assert learner.train_reward([], iteration=1) == {}
+    initial = {k: v.clone() for k, v in learner.policy_state().items()}
+    metrics = learner.train_policy(rollouts, 1, groups)
+    assert math.isfinite(metrics["policy_loss"])
+    assert learner.value is None
+    assert any(not torch.equal(initial[k], v) for k, v in learner.policy_state().items())
+    learner.save_checkpoint(str(tmp_path))
+    assert (tmp_path / "policy" / "config.json").exists() and not (tmp_path / "value_model").exists()
+    assert (tmp_path / "reward_model").exists() == learner.has_reward_model()
