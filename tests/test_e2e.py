@@ -175,10 +175,13 @@ def test_ray_job_submit_on_a_head_node(tmp_path):
 
 def test_embedded_smollm2_default_small(tmp_path):
     run_dir = tmp_path / "smollm2"
-    _train("--config", "default", "--run-dir", str(run_dir), "run.iterations=1",
-           "rollout.prompts_per_iteration=2", "rollout.samples_per_prompt=4", "rollout.max_new_tokens=24",
-           "ppo.minibatch_size=8", "reward.batch_size=4", timeout=1500)
-    [metrics] = _metrics(run_dir)
+    out = _train("--config", "default", "--run-dir", str(run_dir), "run.iterations=1",
+                 "rollout.prompts_per_iteration=2", "rollout.samples_per_prompt=4", "rollout.max_new_tokens=24",
+                 "ppo.minibatch_size=8", "eval.max_prompts=6", "eval.max_new_tokens=24",
+                 "eval.agreement_prompts=2", timeout=1500)
+    baseline, metrics = _metrics(run_dir)
+    assert baseline["iteration"] == 0 and metrics["eval_cosine"] is not None
+    assert "iteration 1 vs the starting model" in out
     assert metrics["pairs"] > 0 and metrics["kl"] == 0.0
     assert metrics["response_length"] > 1
     assert (run_dir / "checkpoints" / "latest" / "policy" / "model.safetensors").exists()
