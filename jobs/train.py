@@ -90,10 +90,12 @@ def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path |
     reference_path = resolve_model(config.model.policy)
     reward_path = resolve_model(config.model.reward_backbone or config.model.policy)
     value_path = replay = None
-    if resume_from is not None:
+    if resume_from is not None:  # reward and value models exist only where the objective used them
         policy_path = str(resume_from / "policy")
-        reward_path = str(resume_from / "reward_model")
-        value_path = str(resume_from / "value_model")
+        if (resume_from / "reward_model").exists():
+            reward_path = str(resume_from / "reward_model")
+        if (resume_from / "value_model").exists():
+            value_path = str(resume_from / "value_model")
         replay = load_replay(resume_from / "replay.jsonl")
     board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
     learner = ray.remote(LearnerWorker).options(

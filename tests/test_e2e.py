@@ -121,6 +121,10 @@ def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
     policy = AutoModelForCausalLM.from_pretrained(latest / "policy")
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert any(not torch.equal(a, b) for a, b in zip(policy.state_dict().values(), start.state_dict().values()))
+    if objective == "grpo":  # a run without reward or value model resumes too
+        _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3",
+               f"policy.objective={objective}", "reward.source=ranker")
+        assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
 
 
 def test_a_worker_failure_prints_its_cause(tmp_path):
