@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	# METEOR's synonyms: Debian's WordNet 3.0 database, unpacked into the venv (no root needed).
 	if [ ! -f /usr/share/wordnet/data.noun ] && [ ! -f $(VENV)/wordnet/usr/share/wordnet/data.noun ]; then \
 	  tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -q wordnet-base >/dev/null 2>&1 && \
-	    dpkg -x wordnet-base_*.deb $(CURDIR)/$(VENV)/wordnet) || \
+	    mkdir -p $(CURDIR)/$(VENV)/wordnet && dpkg -x wordnet-base_*.deb $(CURDIR)/$(VENV)/wordnet) || \
 	  echo "WordNet not available: METEOR is reported without synonyms (meteor_nosyn)"; rm -rf $$tmp; fi
 	touch $(STAMP)
 

@@ -10,6 +10,8 @@ Per answer, all on a 0-100 scale except the 0-1 token F1 and exact match:
     token_f1      SQuAD token F1 after normalisation (lowercase, no punctuation or articles)
     exact_match   1.0 when the normalised answer equals the normalised reference
 The paper reports BLEU / GLEU / METEOR in percent (e.g. 2.40 / 4.90 / 10.77): same scale here.
+`answer_scores` computes all of them at once; `meteor_name(wordnet)` says which METEOR a caller gets.
+Corpus level: `distinct_n` over a set of answers; `paired_bootstrap` compares two systems per prompt.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import re
 import shutil
 import string
+import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -26,31 +29,42 @@ import numpy as np
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def _words(text: str) -> list[str]:
+    """Lowercased word and punctuation tokens: "It's Paris." -> [it, ', s, paris, .]."""
     return _WORD.findall(text.lower())
 
 
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lowercase, drop punctuation and articles, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
 
 
 def bleu(hypothesis: str, reference: str) -> float:
+    """Sentence BLEU in [0, 100] (Papineni et al. 2002): brevity penalty x geometric mean of the
+    clipped 1..4-gram precisions, via `sacrebleu.sentence_bleu` with its defaults: 13a
+    tokenisation, case-sensitive, effective order (a 2-token answer uses 1- and 2-grams only) and
+    "exp" smoothing (each n-gram order with no match counts as 1 / (2^k x its n-gram count)).
+    Identical -> 100 (up to rounding), no shared unigram -> 0."""
     import sacrebleu
 
     return float(sacrebleu.sentence_bleu(hypothesis, [reference]).score)
 
 
 def chrf(hypothesis: str, reference: str) -> float:
+    """Sentence chrF in [0, 100] (Popovic 2015) via `sacrebleu.sentence_chrf`: F-beta (beta 2,
+    recall weighted) of character 1..6-gram precision and recall, whitespace removed."""
     import sacrebleu
 
     return float(sacrebleu.sentence_chrf(hypothesis, [reference]).score)
 
 
 def gleu(hypothesis: str, reference: str) -> float:
+    """Sentence GLEU x 100, in [0, 100] (Wu et al. 2016, nltk `sentence_gleu`): over all 1..4-grams
+    of the lowercased word tokens, min(matches / hypothesis n-grams, matches / reference n-grams).
+    Scaled to percent like the paper's table."""
     from nltk.translate.gleu_score import sentence_gleu
 
     return 100.0 * float(sentence_gleu([_words(reference)], _words(hypothesis)))
@@ -82,6 +96,19 @@ _LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artif
 _LEX_POS = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
 
 
+def _write_atomically(target: Path, write) -> None:
+    """write(tmp_path), then rename over target: a concurrent reader (another worker loading
+    WordNet) never sees a half-written file, and an interrupted copy leaves no truncated one."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _complete_wordnet(root: Path) -> Path:
     """root itself when it has `lexnames`, else a cached copy of it plus lexnames (copies, not
     links: nltk refuses files that resolve outside the folder it reads)."""
@@ -90,15 +117,21 @@ def _complete_wordnet(root: Path) -> Path:
     cache = Path(os.environ.get("CROWDLESS_CACHE", Path.home() / ".cache" / "crowdless")) / "wordnet"
     cache.mkdir(parents=True, exist_ok=True)
     for file in root.iterdir():
-        if file.is_file() and not (cache / file.name).exists():
-            shutil.copyfile(file, cache / file.name)
-    (cache / "lexnames").write_text("".join(
-        f"{i:02d}\t{name}\t{_LEX_POS[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES)))
+        target = cache / file.name
+        if file.is_file() and not (target.exists() and target.stat().st_size == file.stat().st_size):
+            _write_atomically(target, lambda tmp, src=file: shutil.copyfile(src, tmp))
+    lexnames = "".join(f"{i:02d}\t{name}\t{_LEX_POS[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES))
+    if not (cache / "lexnames").exists() or (cache / "lexnames").read_text() != lexnames:
+        _write_atomically(cache / "lexnames", lambda tmp: tmp.write_text(lexnames))
     return cache
 
 
 def load_wordnet():
-    """An nltk WordNet reader over the first database found, or None (then METEOR has no synonyms)."""
+    """An nltk WordNetCorpusReader over the first WordNet 3.0 database in `wordnet_roots()` (a
+    folder holding data.noun), or None when there is none: then METEOR has no synonyms and is
+    reported as meteor_nosyn. Two things nltk needs beyond `WordNetCorpusReader(root, None)`: the
+    folder on `nltk.data.path` (nltk refuses other paths) and a `lexnames` file (Debian's
+    wordnet-base has none; a copy with it is cached under $CROWDLESS_CACHE or ~/.cache/crowdless)."""
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
@@ -118,11 +151,17 @@ def load_wordnet():
 
 
 def meteor_name(wordnet) -> str:
+    """The name `meteor(..., wordnet)` must be reported under: "meteor" with a WordNet reader,
+    "meteor_nosyn" with None (exact and stem matches only)."""
     return "meteor" if wordnet is not None else "meteor_nosyn"
 
 
 def meteor(hypothesis: str, reference: str, wordnet) -> float:
-    """METEOR x 100; with wordnet None, synonym matching is off (report it as meteor_nosyn)."""
+    """METEOR x 100, in [0, 100) (Banerjee & Lavie 2005, nltk `meteor_score` on lowercased word
+    tokens): unigram matches (exact, Porter stem, then WordNet synonym), harmonic mean
+    F = 10PR / (R + 9P), times 1 - 0.5 (chunks / matches)^3. Even an identical answer loses to the
+    fragmentation penalty (one word: 50, four words: 99.2). With wordnet None, synonym matching is
+    off: report that score as meteor_nosyn (`meteor_name`)."""
     from nltk.translate.meteor_score import meteor_score
 
     return 100.0 * float(meteor_score([_words(reference)], _words(hypothesis),
@@ -130,6 +169,8 @@ def meteor(hypothesis: str, reference: str, wordnet) -> float:
 
 
 def token_f1(hypothesis: str, reference: str) -> float:
+    """SQuAD token F1 in [0, 1]: harmonic mean of precision and recall of the shared normalised
+    tokens (multiset overlap). Both empty after normalisation -> 1.0, one empty -> 0.0."""
     hyp, ref = normalize_answer(hypothesis).split(), normalize_answer(reference).split()
     if not hyp or not ref:
         return float(hyp == ref)
@@ -141,11 +182,13 @@ def token_f1(hypothesis: str, reference: str) -> float:
 
 
 def exact_match(hypothesis: str, reference: str) -> float:
+    """1.0 when the SQuAD-normalised answer equals the normalised reference, else 0.0."""
     return float(normalize_answer(hypothesis) == normalize_answer(reference))
 
 
 def answer_scores(hypothesis: str, reference: str, wordnet) -> dict[str, float]:
-    """Every per-answer surface metric above, by name."""
+    """Every per-answer surface metric above, by name: bleu, chrf, gleu, meteor or meteor_nosyn
+    (see `meteor_name`), token_f1, exact_match. Embedding cosine is computed elsewhere."""
     return {
         "bleu": bleu(hypothesis, reference),
         "chrf": chrf(hypothesis, reference),
@@ -157,18 +200,30 @@ def answer_scores(hypothesis: str, reference: str, wordnet) -> dict[str, float]:
 
 
 def distinct_n(texts: list[str], n: int) -> float:
-    """Distinct n-grams over all answers / all n-grams (Li et al. 2016); 0 with no n-grams."""
+    """distinct-n in [0, 1] (Li et al. 2016): unique n-grams / all n-grams, pooled over all answers
+    (a corpus-level figure; n-grams do not cross answers), on lowercased word and punctuation
+    tokens. 0.0 when no answer has n tokens."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
     grams = [tuple(words[i:i + n]) for words in map(_words, texts) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def paired_bootstrap(baseline: np.ndarray, system: np.ndarray, rng: np.random.Generator,
                      resamples: int = 1000, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean of system - baseline over prompts [N], with a percentile bootstrap interval: each
-    resample draws N prompts with replacement and averages both systems on the same prompts."""
-    differences = np.asarray(system, dtype=float) - np.asarray(baseline, dtype=float)
-    if differences.shape != np.shape(baseline) or differences.ndim != 1 or len(differences) == 0:
-        raise ValueError("baseline and system need the same non-empty [N] shape")
+    """Mean of system - baseline over prompts, with a paired percentile bootstrap interval
+    (Koehn 2004): baseline and system are per-prompt scores [N] on the same prompts; each of
+    `resamples` resamples draws N prompt indices with replacement, the same for both systems (so
+    it resamples the per-prompt differences), and the interval is the (1 - confidence) / 2 and
+    (1 + confidence) / 2 percentiles of the resampled mean differences.
+    Returns (mean_difference, low, high); all-equal scores give (0.0, 0.0, 0.0)."""
+    baseline, system = np.asarray(baseline, dtype=float), np.asarray(system, dtype=float)
+    if baseline.shape != system.shape or baseline.ndim != 1 or len(baseline) == 0:
+        raise ValueError(f"baseline and system need the same non-empty [N] shape, got "
+                         f"{baseline.shape} and {system.shape}")
+    if resamples < 1 or not 0 < confidence < 1:
+        raise ValueError(f"need resamples >= 1 and 0 < confidence < 1, got {resamples}, {confidence}")
+    differences = system - baseline
     draws = rng.integers(0, len(differences), size=(resamples, len(differences)))
     means = differences[draws].mean(axis=1)
     tail = (1 - confidence) / 2 * 100

@@ -15,6 +15,8 @@ def test_identical_answer_scores_full_marks():
     assert chrf(text, text) == pytest.approx(100.0)
     assert gleu(text, text) == pytest.approx(100.0)
     assert token_f1(text, text) == 1.0 and exact_match(text, text) == 1.0
+    # one-word answers: BLEU's effective order still gives full marks
+    assert bleu("Paris", "Paris") == pytest.approx(100.0) and chrf("Paris", "Paris") == pytest.approx(100.0)
 
 
 def test_disjoint_answer_scores_zero():
@@ -30,12 +32,20 @@ def test_token_f1_by_hand():
     assert exact_match("The Paris!", "paris") == 1.0
 
 
+def test_gleu_by_hand():
+    # 1..4-grams: 4 + 3 + 2 + 1 = 10 on each side; shared: (a)(b)(c), (a b)(b c), (a b c) = 6
+    # GLEU = min(6 / 10, 6 / 10) = 0.6 -> 60 on the percent scale
+    assert gleu("a b c d", "a b c e") == pytest.approx(60.0)
+
+
 def test_distinct_n_by_hand():
     # unigrams: a b a | a c -> 5 total, distinct {a, b, c} = 3
     assert distinct_n(["a b a", "a c"], 1) == pytest.approx(3 / 5)
     # bigrams: (a b) (b a) | (a c) -> 3 total, all distinct
     assert distinct_n(["a b a", "a c"], 2) == 1.0
     assert distinct_n(["", "x"], 2) == 0.0
+    with pytest.raises(ValueError):
+        distinct_n(["a"], 0)
 
 
 def test_meteor_uses_synonyms_only_with_wordnet():
@@ -52,10 +62,10 @@ def test_meteor_uses_synonyms_only_with_wordnet():
 
 
 def test_paired_bootstrap_constant_shift():
-    rng = np.random.default_rng(0)
-    baseline = rng.normal(size=100)
+    # quarters are exact in floating point, so every per-prompt difference is exactly 0.5
+    baseline = np.random.default_rng(0).integers(0, 400, size=100) / 4
     diff, low, high = paired_bootstrap(baseline, baseline + 0.5, np.random.default_rng(1))
-    assert diff == pytest.approx(0.5) and low <= 0.5 <= high and low > 0
+    assert diff == 0.5 and low <= 0.5 <= high and low > 0
     assert paired_bootstrap(baseline, baseline, np.random.default_rng(1)) == (0.0, 0.0, 0.0)
 
 
@@ -68,3 +78,5 @@ def test_paired_bootstrap_is_paired_and_seeded():
     assert paired_bootstrap(baseline, system, np.random.default_rng(3)) == (diff, low, high)
     with pytest.raises(ValueError):
         paired_bootstrap(baseline, system[:10], np.random.default_rng(0))
+    with pytest.raises(ValueError):  # one score must not broadcast against N
+        paired_bootstrap(baseline, system[:1], np.random.default_rng(0))
