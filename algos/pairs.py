@@ -3,8 +3,9 @@
 rank_answers: embeddings -> TextRank scores, ISODATA clusters, one representative
               per cluster (the member with the highest score), best first.
 build_pairs:  ranked distinct answers -> (chosen, rejected) pairs with
-              rank(rejected) >= rank(chosen) + interval, plus noise-injected
-              copies of the rejected answers as extra, clearly-worse negatives.
+              rank(rejected) >= rank(chosen) + interval, so the bottom of the
+              ranking is always rejected; plus a configured share of twins whose
+              rejected side is a noise-injected copy (a clearly-worse negative).
 """
 
 from __future__ import annotations
@@ -97,31 +98,41 @@ def build_pairs(
     interval: int | None = None,
     *,
     prompt: str = "",
-    noise_prob: float = 0.0,
+    noise_share: float = 0.0,
     rng: np.random.Generator | None = None,
     noise_kinds: tuple[str, ...] = NOISE_KINDS,
 ) -> list[PreferencePair]:
-    """Pairs (ranked[w], ranked[l]) for all l >= w + interval, texts distinct.
+    """Pairs (ranked[w], ranked[l]) for all l >= w + interval, texts distinct, plus noised twins.
 
-    Each answer that appears as rejected gets, with probability noise_prob, one
-    noised copy; every pair it is rejected in then gets a twin with that copy.
+    Every answer at rank interval or below is rejected at least once (against ranked[0]), so the
+    bottom of the ranking always reaches the reward model. noise_share is the share of the
+    returned pairs that are twins of a real pair with a noise-injected copy of its rejected answer
+    (one copy per rejected answer); 0.25 gives one noised pair per three real ones.
     """
-    if noise_prob > 0 and rng is None:
-        raise ValueError("noise_prob > 0 needs an rng")
+    if not 0.0 <= noise_share < 1.0:
+        raise ValueError(f"noise_share must be in [0, 1), got {noise_share}")
+    if noise_share > 0 and rng is None:
+        raise ValueError("noise_share > 0 needs an rng")
     interval = default_interval(len(ranked)) if interval is None else interval
     if interval < 1:
         raise ValueError(f"interval must be >= 1, got {interval}")
-    noised: dict[int, str | None] = {}
-    pairs = []
-    for w in range(len(ranked)):
-        for lose in range(w + interval, len(ranked)):
-            if ranked[w] == ranked[lose]:
-                continue
-            pairs.append(PreferencePair(prompt, ranked[w], ranked[lose], w, lose))
-            if lose not in noised:
-                flip = noise_prob > 0 and rng.random() < noise_prob
-                noised[lose] = noisy_negative(ranked[lose], rng, noise_kinds) if flip else None
-            copy = noised.get(lose)
-            if copy is not None and copy != ranked[w] and copy != ranked[lose]:
-                pairs.append(PreferencePair(prompt, ranked[w], copy, w, lose, noised=True))
-    return pairs
+    pairs = [
+        PreferencePair(prompt, ranked[w], ranked[lose], w, lose)
+        for w in range(len(ranked))
+        for lose in range(w + interval, len(ranked))
+        if ranked[w] != ranked[lose]
+    ]
+    twins = min(len(pairs), round(len(pairs) * noise_share / (1.0 - noise_share)))
+    if twins == 0:
+        return pairs
+    copies: dict[int, str] = {}
+    noised = []
+    for index in sorted(rng.choice(len(pairs), size=twins, replace=False)):
+        pair = pairs[index]
+        if pair.rejected_rank not in copies:
+            copies[pair.rejected_rank] = noisy_negative(pair.rejected, rng, noise_kinds)
+        copy = copies[pair.rejected_rank]
+        if copy not in (pair.chosen, pair.rejected):
+            noised.append(PreferencePair(prompt, pair.chosen, copy, pair.chosen_rank,
+                                         pair.rejected_rank, noised=True))
+    return pairs + noised

@@ -118,7 +118,9 @@ class RankingConfig(Section):
     interval: int | None = Field(
         None, ge=1, description="Pair rank gap IL; None is half the ranked list's length."
     )
-    noise_prob: float = Field(0.5, ge=0.0, le=1.0, description="Chance a rejected answer gets a noised twin.")
+    noise_share: float = Field(
+        0.25, ge=0.0, le=0.5, description="Share of each group's pairs whose rejected side is a "
+        "noise-injected copy of a real pair's rejected answer (0.25: one per three real pairs).")
     noise_kinds: list[Literal["ngram", "negation", "shuffle"]] = Field(
         ["ngram", "negation", "shuffle"], min_length=1, description="Noise kinds to draw from."
     )

@@ -53,7 +53,7 @@ def rank_group(
         [answers[i] for i in ranking.kept],
         config.interval,
         prompt=prompt,
-        noise_prob=config.noise_prob,
+        noise_share=config.noise_share,
         rng=rng,
         noise_kinds=tuple(config.noise_kinds),
     )
@@ -65,3 +65,31 @@ def rank_group(
         ranked=ranking.kept,
         pairs=pairs,
     )
+
+
+def ranking_statistics(groups: list[RankedGroup]) -> dict[str, float]:
+    """Per-iteration health of the label-free ranking, for metrics.jsonl.
+
+    answers_kept            distinct answers per group after de-duplication
+    lowest_answer_rejected  share of groups whose lowest-scored answer is the rejected side of a
+                            real (not noised) pair: the clearest negative reached the reward model
+    noised_pair_share       share of pairs whose rejected side is a noised copy
+    pair_score_gap          mean TextRank score of chosen minus rejected, over real pairs
+    """
+    pairs = [pair for group in groups for pair in group.pairs]
+    gaps = [
+        group.scores[group.ranked[pair.chosen_rank]] - group.scores[group.ranked[pair.rejected_rank]]
+        for group in groups for pair in group.pairs if not pair.noised
+    ]
+    lowest_rejected = [
+        any(group.ranked[pair.rejected_rank] == int(np.argmin(group.scores))
+            for pair in group.pairs if not pair.noised)
+        for group in groups if group.answers
+    ]
+    return {
+        "pairs": len(pairs),
+        "answers_kept": float(np.mean([len(group.ranked) for group in groups])) if groups else 0.0,
+        "lowest_answer_rejected": float(np.mean(lowest_rejected)) if lowest_rejected else 0.0,
+        "noised_pair_share": sum(pair.noised for pair in pairs) / len(pairs) if pairs else 0.0,
+        "pair_score_gap": float(np.mean(gaps)) if gaps else 0.0,
+    }

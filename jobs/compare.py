@@ -2,7 +2,7 @@
 
     python jobs/compare.py --config default --out runs/compare \\
         textrank random:ranking.order=random no-isodata:ranking.deduplicate=false \\
-        no-noise:ranking.noise_prob=0 [--set run.iterations=4 ...]
+        no-noise:ranking.noise_share=0 [--set run.iterations=4 ...]
 
 Each variant is NAME or NAME:key=value,key=value. Every variant trains in OUT/NAME
 (resumed if it already ran) with held-out evaluation on; all variants answer the same

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from configs.schema import ConfigError, CrowdlessConfig, dump_config, load_config  # noqa: E402
 from crowdless.data import DataError, PromptExample, load_prompt_split  # noqa: E402
 from crowdless.models import ModelError, resolve_dtype, resolve_model  # noqa: E402
+from crowdless.ranking import ranking_statistics  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -237,12 +238,8 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         generated_tokens = sum(len(r.response_ids) for r in flat)
         metrics = {
             **rm_metrics, **ppo_metrics, **held_out, **phase.seconds,
-            "pairs": len(pairs),
+            **ranking_statistics(ranked),
             "response_length": float(np.mean([len(r.response_ids) for r in flat])),
-            "noised_pairs": sum(p.noised for p in pairs),
-            "clusters_kept": float(np.mean([len(g.ranked) for g in ranked])),
-            # share of prompts whose lowest-scored answer survived de-duplication (a negative kept)
-            "lowest_answer_kept": float(np.mean([int(np.argmin(g.scores)) in g.ranked for g in ranked])),
             "rollout_tokens_per_second": generated_tokens / phase.seconds["seconds_rollout"],
             "weight_sync_seconds_max": max(sync_seconds),
             "rollout_workers": len(rollouts),

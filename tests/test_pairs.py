@@ -32,14 +32,18 @@ def test_no_pair_of_an_answer_with_itself():
     assert build_pairs(["only"]) == []
 
 
-def test_noise_adds_clearly_worse_twins():
-    pairs = build_pairs(RANKED, 3, noise_prob=1.0, rng=np.random.default_rng(0))
+@pytest.mark.parametrize("share", [0.2, 0.25, 0.5])
+def test_noised_twins_are_the_configured_share(share):
+    real = build_pairs(RANKED, 1)
+    pairs = build_pairs(RANKED, 1, noise_share=share, rng=np.random.default_rng(0))
     plain = [p for p in pairs if not p.noised]
     noised = [p for p in pairs if p.noised]
-    assert len(noised) == len(plain)
+    assert plain == real  # twins come on top of the real pairs, never instead of them
+    assert len(noised) / len(pairs) == pytest.approx(share, abs=0.03)
     for pair in noised:
         assert pair.rejected not in RANKED
-        assert pair.rejected_rank >= pair.chosen_rank + 3
+        assert pair.rejected_rank >= pair.chosen_rank + 1
+        assert pair.chosen == RANKED[pair.chosen_rank]
     # one noised copy per rejected answer, shared by every pair it is rejected in
     copies = {p.rejected_rank: set() for p in noised}
     for p in noised:
@@ -47,10 +51,20 @@ def test_noise_adds_clearly_worse_twins():
     assert all(len(c) == 1 for c in copies.values())
 
 
-def test_noise_needs_rng_and_zero_probability_adds_nothing():
-    with pytest.raises(ValueError):
-        build_pairs(RANKED, 1, noise_prob=0.5)
-    assert not any(p.noised for p in build_pairs(RANKED, 1, noise_prob=0.0, rng=np.random.default_rng(0)))
+def test_every_answer_in_the_bottom_part_is_rejected_at_least_once():
+    for n in range(2, 12):
+        ranked = [f"answer number {i}" for i in range(n)]
+        interval = default_interval(n)
+        rejected = {p.rejected_rank for p in build_pairs(ranked)}
+        assert rejected == set(range(interval, n))
+
+
+def test_noise_needs_rng_and_zero_share_adds_nothing():
+    with pytest.raises(ValueError, match="needs an rng"):
+        build_pairs(RANKED, 1, noise_share=0.5)
+    with pytest.raises(ValueError, match="noise_share"):
+        build_pairs(RANKED, 1, noise_share=1.0, rng=np.random.default_rng(0))
+    assert not any(p.noised for p in build_pairs(RANKED, 1, noise_share=0.0, rng=np.random.default_rng(0)))
 
 
 def test_rank_answers_keeps_one_per_cluster_highest_score_first():
@@ -113,3 +127,96 @@ def test_default_deduplication_keeps_the_clearest_negatives(embedder):
     assert int(np.argmin(ranking.scores)) in ranking.kept
     old = rank_answers(vectors, np.random.default_rng(0), isodata_params={"k_init": 4})
     assert "I like turtles." not in [answers[i] for i in old.kept]  # the measured flaw, for the record
+
+
+OFF_TOPIC_GROUPS = [
+    ("How do I boil an egg?",
+     ["Put the egg in boiling water for about ten minutes.",
+      "Boil water, add the egg, and cook it for 8 to 10 minutes.",
+      "Place the eggs in a pot of boiling water and cook them for nine minutes.",
+      "Simmer the egg in hot water for around ten minutes, then cool it in cold water."],
+     ["My favourite football team won yesterday.", "The stock market closed higher today.",
+      "Penguins live in Antarctica."]),
+    ("What should I wear when it rains?",
+     ["Wear a raincoat and waterproof boots.", "A waterproof jacket and an umbrella will keep you dry.",
+      "Put on a rain jacket and take an umbrella.", "Rain boots and a hooded raincoat are best."],
+     ["The square root of nine is three.", "I enjoy baking bread on Sundays."]),
+    ("Can you recommend a good book?",
+     ["I recommend To Kill a Mockingbird by Harper Lee.", "Try Pride and Prejudice, a classic novel.",
+      "You might enjoy the novel 1984 by George Orwell.", "A good book to read is The Hobbit by Tolkien."],
+     ["Turn left at the next traffic light.", "The boiling point of water is 100 degrees Celsius."]),
+]
+
+
+def _readme_example():
+    import json
+    from pathlib import Path
+
+    group = json.loads((Path(__file__).resolve().parent.parent / "examples" / "answers.jsonl")
+                       .read_text().splitlines()[0])
+    off_topic = ["I like turtles.", "Bananas are yellow fruit.", "It is Berlin. Germany is big."]
+    return group["prompt"], [a for a in group["answers"] if a not in off_topic], off_topic
+
+
+@pytest.mark.parametrize("group", [_readme_example(), *OFF_TOPIC_GROUPS], ids=lambda g: g[0])
+def test_off_topic_answers_are_rejected_and_never_chosen_over_sensible_ones(embedder, group):
+    from configs.schema import RankingConfig
+    from crowdless.ranking import embed, rank_group, ranking_statistics
+
+    prompt, sensible, off_topic = group
+    answers = [a for pair in zip(sensible, off_topic + [None] * len(sensible)) for a in pair if a]
+    ranked = rank_group(prompt, answers, embed(embedder, answers), RankingConfig(noise_share=0.0),
+                        np.random.default_rng(0))
+    rejected = {pair.rejected for pair in ranked.pairs}
+    assert set(off_topic) <= rejected
+    assert not [p for p in ranked.pairs if p.chosen in off_topic and p.rejected in sensible]
+    stats = ranking_statistics([ranked])
+    assert stats["lowest_answer_rejected"] == 1.0 and stats["noised_pair_share"] == 0.0
+    assert stats["pair_score_gap"] > 0 and stats["answers_kept"] >= len(off_topic) + 1
+
+
+def test_why_the_old_isodata_defaults_dropped_the_negatives(embedder):
+    """k_init=4 on 8 answers put "I like turtles." in a "Paris" answer's initial cluster. ISODATA
+    never undid that: the split step needs more than 2 (theta_N + 1) = 4 members (or k <= k_init/2),
+    and merging only brings clusters together. Measured in the 384-d unit-vector space: distinct
+    answers lie about 1.1-1.5 apart (cosine below 0.4), so a merge threshold theta_C = 0.5 (cosine
+    0.875) only joins near-copies, which is what one initial cluster per answer relies on."""
+    from algos.pairs import DEFAULT_ISODATA
+    from crowdless.ranking import embed
+
+    prompt, sensible, off_topic = _readme_example()
+    answers = sensible + off_topic
+    vectors = embed(embedder, answers)
+    assert vectors.shape == (len(answers), 384)
+    distance = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
+    turtles, bananas = answers.index("I like turtles."), answers.index("Bananas are yellow fruit.")
+    assert distance[turtles, :len(sensible)].min() > 1.0 > DEFAULT_ISODATA["min_dist"]
+    assert distance[turtles, bananas] > DEFAULT_ISODATA["min_dist"]
+
+    old = rank_answers(vectors, np.random.default_rng(0), isodata_params={"k_init": 4})
+    members = np.flatnonzero(old.labels == old.labels[turtles])
+    assert any(m < len(sensible) for m in members)  # an off-topic answer shares a Paris cluster
+    assert vectors[members].std(axis=0).max() > DEFAULT_ISODATA["max_std"]  # wide enough to split...
+    assert len(members) <= 2 * (DEFAULT_ISODATA["min_size"] + 1)  # ...but too small to be allowed
+    assert turtles not in old.kept
+
+    new = rank_answers(vectors, np.random.default_rng(0))
+    assert {turtles, bananas} <= set(new.kept)
+
+
+def test_ranking_statistics_by_hand():
+    from algos.pairs import PreferencePair
+    from crowdless.ranking import ranking_statistics
+    from crowdless.records import RankedGroup
+
+    # group 1: answers 0..3, answer 2 scored lowest; kept [1, 0, 2] (3 merged into 1)
+    reached = RankedGroup("p", ["a", "b", "c", "d"], [0.3, 0.4, 0.1, 0.2], [0, 1, 2, 1], [1, 0, 2], [
+        PreferencePair("p", "b", "c", 0, 2), PreferencePair("p", "b", "c!", 0, 2, noised=True)])
+    # group 2: the lowest-scored answer (1) was merged away, so it is never rejected
+    missed = RankedGroup("q", ["x", "y", "z"], [0.5, 0.1, 0.4], [0, 1, 1], [0, 2], [
+        PreferencePair("q", "x", "z", 0, 1)])
+    stats = ranking_statistics([reached, missed])
+    assert stats == {"pairs": 3, "answers_kept": 2.5, "lowest_answer_rejected": 0.5,
+                     "noised_pair_share": pytest.approx(1 / 3),
+                     "pair_score_gap": pytest.approx(((0.4 - 0.1) + (0.5 - 0.4)) / 2)}
+    assert ranking_statistics([])["pairs"] == 0

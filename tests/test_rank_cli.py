@@ -22,7 +22,7 @@ def _write(path, lines):
 def test_ranks_a_real_file(tmp_path, capsys):
     source, out, pairs = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
     _write(source, [json.dumps(g) for g in GROUPS])
-    assert main([str(source), str(out), "--pairs", str(pairs), "ranking.noise_prob=1.0"]) == 0
+    assert main([str(source), str(out), "--pairs", str(pairs), "ranking.noise_share=0.5"]) == 0
     ranked = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in ranked] == [g["prompt"] for g in GROUPS]
     first = ranked[0]
@@ -35,7 +35,7 @@ def test_ranks_a_real_file(tmp_path, capsys):
     assert "preference pairs" in capsys.readouterr().out
     # same seed, same output
     again = tmp_path / "again.jsonl"
-    main([str(source), str(again), "ranking.noise_prob=1.0"])
+    main([str(source), str(again), "ranking.noise_share=0.5"])
     assert again.read_text() == out.read_text()
 
 
