@@ -34,6 +34,7 @@ from crowdless.records import PreferencePair, RankedGroup, Rollout
 
 REPLAY_KEEP = 2048  # most recent training pairs remembered for replay
 ZERO_BUCKET_ELEMENTS = 2 * 10**7  # ZeRO reduce / all-gather bucket size
+TRAINING_STATE = "training_state"  # checkpoint folder with optimizer and RNG states, for exact resume
 
 
 def _init_single_process_group(use_cuda: bool) -> None:
@@ -424,19 +425,40 @@ class LearnerWorker:
     def policy_state(self) -> dict[str, torch.Tensor]:
         return self._full_state_dict(self.policy)
 
+    def _engines(self) -> list[tuple[str, object, object]]:
+        """(folder name, DeepSpeed engine, tokenizer) of every model this objective trains."""
+        return [(name, engine, tokenizer) for name, engine, tokenizer in (
+            ("policy", self.policy, self.tokenizer), ("reward_model", self.reward, self.reward_tokenizer),
+            ("value_model", self.value, self.tokenizer)) if engine is not None]
+
     def save_checkpoint(self, directory: str) -> None:
-        """HF folders policy/, reward_model/, value_model/ (+ tokenizers) and the replay buffer."""
+        """HF folders policy/, reward_model/, value_model/ (+ tokenizers) that transformers and vLLM
+        load, the replay buffer, and training_state/: each engine's DeepSpeed checkpoint (optimizer
+        moments and fp32 master weights) and the torch RNG, so a resumed run continues this one."""
         root = Path(directory)
-        for name, engine, tokenizer in (("policy", self.policy, self.tokenizer),
-                                        ("reward_model", self.reward, self.reward_tokenizer),
-                                        ("value_model", self.value, self.tokenizer)):
-            if engine is None:
-                continue
+        for name, engine, tokenizer in self._engines():
             engine.module.save_pretrained(root / name, state_dict=self._full_state_dict(engine))
             tokenizer.save_pretrained(root / name)
+            engine.save_checkpoint(str(root / TRAINING_STATE / name), tag=TRAINING_STATE, save_latest=False)
+        torch.save({"torch_rng": torch.get_rng_state()}, root / TRAINING_STATE / "rng.pt")
         with (root / "replay.jsonl").open("w") as out:
             for pair in self.replay:
                 out.write(json.dumps(asdict(pair)) + "\n")
+
+    def load_training_state(self, directory: str) -> list[str]:
+        """Optimizer states and RNG from a checkpoint's training_state/ (the models' weights came
+        from its HF folders at construction). Returns the engines restored; a checkpoint without
+        training_state/ (written before it existed, or pruned) restores none: moments restart."""
+        state = Path(directory) / TRAINING_STATE
+        restored = []
+        for name, engine, _ in self._engines():
+            if (state / name / TRAINING_STATE).is_dir():
+                engine.load_checkpoint(str(state / name), tag=TRAINING_STATE, load_module_strict=True,
+                                       load_optimizer_states=True, load_lr_scheduler_states=True)
+                restored.append(name)
+        if (state / "rng.pt").exists():
+            torch.set_rng_state(torch.load(state / "rng.pt")["torch_rng"])
+        return restored
 
 
 def _pad_floats(rows: list[list[float]], width: int) -> torch.Tensor:

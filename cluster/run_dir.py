@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import yaml
@@ -42,6 +43,14 @@ def mark_complete(run_dir: Path, iteration: int, state: dict) -> None:
         staging.unlink()
     staging.symlink_to(folder.name)
     os.replace(staging, link)
+
+
+def prune_training_state(run_dir: Path, keep_iteration: int, folder_name: str) -> None:
+    """Optimizer states are several times the model's size and only resuming from the latest
+    checkpoint needs them: drop folder_name from every other checkpoint (weights stay)."""
+    for folder in (run_dir / "checkpoints").glob("iter-*"):
+        if folder != checkpoint_dir(run_dir, keep_iteration) and (folder / folder_name).is_dir():
+            shutil.rmtree(folder / folder_name)
 
 
 def read_control(run_dir: Path) -> dict:

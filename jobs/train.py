@@ -142,8 +142,9 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     import ray
 
     from cluster.console import log_dir_env, quiet_driver_libraries, wait_with_progress
+    from actors.learner_worker import TRAINING_STATE
     from cluster.run_dir import (MetricsLog, checkpoint_dir, latest_checkpoint, mark_complete,
-                                 read_control)
+                                 prune_training_state, read_control)
 
     run_dir = Path(config.run.dir).resolve()
     latest = latest_checkpoint(run_dir)
@@ -173,6 +174,11 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     learner, rollouts, rankers, board = start_workers(
         config, policy_path, latest[1] if start_iteration > 1 else None, env)
     print(f"[crowdless] workers ready in {time.perf_counter() - started:.0f}s", flush=True)
+    if start_iteration > 1:  # optimizer moments and RNG: the resumed run continues the stopped one
+        restored = ray.get(learner.load_training_state.remote(str(latest[1])))
+        print(f"[crowdless] resumed from {latest[1]}: optimizer state of "
+              + (", ".join(restored) if restored else "no model (not in the checkpoint: moments restart)"),
+              flush=True)
     metrics_log = MetricsLog(run_dir, config.run.log_tensorboard, resume_after=start_iteration - 1)
     total = config.run.iterations
 
@@ -226,6 +232,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
             folder = checkpoint_dir(run_dir, iteration)
             ray.get(learner.save_checkpoint.remote(str(folder)))
             mark_complete(run_dir, iteration, {"prompts_seen": iteration * len(prompts)})
+            prune_training_state(run_dir, iteration, TRAINING_STATE)
         if config.serve.enabled and iteration == start_iteration:
             start_serving(run_dir, config)
 
