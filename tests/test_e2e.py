@@ -60,8 +60,10 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
         assert m["kl"] >= 0 and m["kl"] == m["kl"] and m["kl"] < float("inf")
         for key in ("reward_mean", "rm_loss", "rm_accuracy", "policy_loss", "value_loss",
                     "seconds_rollout", "seconds_rank", "seconds_reward_model", "seconds_ppo",
-                    "seconds_weight_sync", "seconds_checkpoint"):
+                    "seconds_weight_sync", "seconds_checkpoint", "answers_kept", "lowest_answer_rejected",
+                    "noised_pair_share", "pair_score_gap"):
             assert key in m
+        assert m["noised_pair_share"] <= 0.5
     assert metrics[0]["kl"] == 0.0  # the first rollout comes from the reference policy itself
     assert metrics[1]["kl"] > 0
     # the rollout engine sampled iteration 2 with the weights PPO produced in iteration 1
@@ -82,8 +84,14 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
 
     out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3", *EVAL)
     assert "resuming" in out and "[iter 3/3]" in out and "[iter 1/3]" not in out
+    assert "optimizer state of policy, reward_model, value_model" in out  # exact resume
     assert [m["iteration"] for m in _metrics(run_dir)] == [0, 1, 2, 3]
     assert latest.resolve().name == "iter-3"
+    # only the latest checkpoint keeps the optimizer state; every checkpoint keeps its weights
+    assert (latest / "training_state" / "policy").is_dir()
+    for older in ("iter-1", "iter-2"):
+        folder = run_dir / "checkpoints" / older
+        assert (folder / "policy" / "config.json").exists() and not (folder / "training_state").exists()
 
     # jobs/evaluate.py: every checkpoint against the base model, paired intervals, report and plots
     result = subprocess.run([sys.executable, "jobs/evaluate.py", "--run-dir", str(run_dir), "--checkpoints", "all"],
