@@ -302,8 +302,10 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
 def iteration_line(iteration: int, total: int, metrics: dict) -> str:
     seconds = sum(v for k, v in metrics.items() if k.startswith("seconds_"))
     nan = float("nan")
-    return (f"[iter {iteration}/{total}] reward {metrics.get('reward_mean', nan):+.3f}  "
-            f"kl {metrics.get('kl', nan):.4f}  rm_acc {metrics.get('rm_accuracy', nan):.2f}  "
+    # reward and rm_acc only where a reward model scores: the ranker's rewards are centred (mean 0)
+    scored = (f"reward {metrics.get('reward_mean', nan):+.3f}  rm_acc {metrics['rm_accuracy']:.2f}  "
+              if "rm_accuracy" in metrics else "")
+    return (f"[iter {iteration}/{total}] {scored}kl {metrics.get('kl', nan):.4f}  "
             f"pairs {metrics['pairs']}  "
             f"len {metrics['response_length']:.1f}  "
             + (f"held-out cosine {metrics['eval_cosine']:.3f}  " if "eval_cosine" in metrics else "")
@@ -335,6 +337,8 @@ def print_summary(run_dir: Path, total: int) -> None:
     first, last = rows[0], rows[-1]
     print(f"[crowdless] done: {total} iterations in {run_dir}", flush=True)
     for key in ("reward_mean", "kl", "rm_accuracy", "response_length", "pairs"):
+        if "rm_accuracy" not in last and key in ("reward_mean", "rm_accuracy"):
+            continue  # no reward model: the ranker's rewards are centred per prompt, mean 0
         print(f"  {key:<16} iteration {first['iteration']}: {_figure(first.get(key))}  ->  "
               f"iteration {last['iteration']}: {_figure(last.get(key))}")
     print(f"  policy: {run_dir / 'checkpoints' / 'latest' / 'policy'}   metrics: {run_dir / 'metrics.jsonl'}",
