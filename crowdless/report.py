@@ -1,6 +1,6 @@
 """RUN/eval/: metrics.json (every figure), report.md (the tables a person reads) and PNG plots.
 
-    metrics_over_iterations.png   held-out metrics per iteration beside the reward model's score
+    metrics_over_iterations.png   held-out metrics per iteration beside the reward model's score (or the KL)
     answer_lengths.png            answer-length distribution of the baseline and the last system
 """
 
@@ -32,14 +32,19 @@ def _plot_over_iterations(rows: list[dict], path: Path) -> bool:
         return False
     keys = [k for k in ("eval_cosine", "eval_chrf", "eval_bleu", "eval_meteor", "eval_meteor_nosyn")
             if k in evaluated[0]]
-    trained = [r for r in rows if r.get("reward_mean") is not None]
+    # the training-side signal: the reward model's score, or (no reward model; the ranker's rewards
+    # are centred per prompt) the policy's KL to the reference
+    signal, title = ("reward_mean", "reward model score (trained on)")
+    if not any(r.get("rm_accuracy") is not None for r in rows):
+        signal, title = ("kl", "KL to the reference (trained)")
+    trained = [r for r in rows if r.get(signal) is not None]
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4 * (len(keys) + 1), 3.2))
     for axis, key in zip(axes, keys):
         axis.plot([r["iteration"] for r in evaluated], [r[key] for r in evaluated], marker="o")
         axis.set_title(f"held-out {key[5:]}")
         axis.set_xlabel("iteration")
-    axes[-1].plot([r["iteration"] for r in trained], [r["reward_mean"] for r in trained], marker="o", color="C3")
-    axes[-1].set_title("reward model score (trained on)")
+    axes[-1].plot([r["iteration"] for r in trained], [r[signal] for r in trained], marker="o", color="C3")
+    axes[-1].set_title(title)
     axes[-1].set_xlabel("iteration")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
