@@ -259,15 +259,27 @@ class LearnerWorker:
         index = (starts[:, None] + steps[None, :]).clamp(max=ids.shape[1] - 2)
         return {"ids": ids, "attention": attention, "index": index, "mask": mask}
 
+    @staticmethod
+    def _rows(batch: dict, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ids, attention [b, W] and index [b, T] of some rows, cut to their longest real row:
+        the batch is padded to its longest row, and a minibatch need not compute that padding."""
+        attention = batch["attention"][rows]
+        width = max(2, int(attention.sum(dim=1).max()))
+        index = batch["index"][rows].clamp(max=width - 2)  # clamped positions are masked out
+        return batch["ids"][rows, :width], attention[:, :width], index
+
     def _response_logprobs(self, model, batch: dict, rows: torch.Tensor) -> torch.Tensor:
-        ids, attention = batch["ids"][rows].to(self.device), batch["attention"][rows].to(self.device)
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-        token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        return token_logprobs.gather(1, batch["index"][rows].to(self.device)).cpu()
+        ids, attention, index = (t.to(self.device) for t in self._rows(batch, rows))
+        logits = model(input_ids=ids, attention_mask=attention).logits
+        # only the response positions, in float32: [b, T, V], not a log-softmax over every position
+        logits = logits.gather(1, index[:, :, None].expand(-1, -1, logits.shape[-1])).float()
+        next_tokens = ids.gather(1, index + 1)
+        return (logits.gather(-1, next_tokens[:, :, None]).squeeze(-1) - logits.logsumexp(-1)).cpu()
 
     def _response_values(self, module, batch: dict, rows: torch.Tensor) -> torch.Tensor:
-        values = token_values(module, batch["ids"][rows], batch["attention"][rows])[:, :-1]
-        return values.gather(1, batch["index"][rows].to(values.device)).cpu()
+        ids, attention, index = self._rows(batch, rows)
+        values = token_values(module, ids, attention)[:, :-1]
+        return values.gather(1, index.to(values.device)).cpu()
 
     @torch.no_grad()
     def _rollout_statistics(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -31,15 +31,17 @@ def main() -> None:
     subprocess.run([sys.executable, "jobs/train.py", "--config", args.config, "--run-dir", str(run_dir),
                     *args.overrides], cwd=ROOT, check=True)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if row["iteration"] >= 1]  # iteration 0: the held-out baseline
+    columns = [f"seconds_{p}" for p in PHASES] + list(RATES)
+    # phases and rates a run did not have (no reward model under reward.source=ranker) are blank
+    figures = [{key: row.get(key) for key in ("iteration", *columns)} for row in rows]
     print(f"{'iter':>4} " + " ".join(f"{p:>12}" for p in PHASES) + " " + " ".join(f"{r[:-11]:>22}" for r in RATES))
-    for row in rows:
-        print(f"{row['iteration']:>4} " + " ".join(f"{row['seconds_' + p]:>11.1f}s" for p in PHASES)
-              + " " + " ".join(f"{row[r]:>22.1f}" for r in RATES))
-    write_results(f"iteration-{Path(args.config).stem}", {
-        "config": args.config, "overrides": args.overrides,
-        "iterations": [{k: row[k] for k in ("iteration", *[f"seconds_{p}" for p in PHASES], *RATES)} for row in rows],
-    })
-
+    for row in figures:
+        print(f"{row['iteration']:>4} "
+              + " ".join(f"{row[c]:>11.1f}s" if row[c] is not None else f"{'-':>12}" for c in columns[:len(PHASES)])
+              + " " + " ".join(f"{row[r]:>22.1f}" if row[r] is not None else f"{'-':>22}" for r in RATES))
+    write_results(f"iteration-{Path(args.config).stem}",
+                  {"config": args.config, "overrides": args.overrides, "iterations": figures})
 
 if __name__ == "__main__":
     main()

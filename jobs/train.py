@@ -174,6 +174,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     learner, rollouts, rankers, board = start_workers(
         config, policy_path, latest[1] if start_iteration > 1 else None, env)
     print(f"[crowdless] workers ready in {time.perf_counter() - started:.0f}s", flush=True)
+    has_reward_model = ray.get(learner.has_reward_model.remote())
     if start_iteration > 1:  # optimizer moments and RNG: the resumed run continues the stopped one
         restored = ray.get(learner.load_training_state.remote(str(latest[1])))
         print(f"[crowdless] resumed from {latest[1]}: optimizer state of "
@@ -214,9 +215,11 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         write_samples(run_dir, iteration, ranked)
 
         # 3. Reward model on this iteration's pairs (plus replay), where the objective uses one.
-        with phase("reward_model"):
-            rm_metrics = wait_with_progress(learner.train_reward.remote(pairs, iteration), board,
-                                            "reward_model", iteration, unit="batch")
+        rm_metrics = {}
+        if has_reward_model:
+            with phase("reward_model"):
+                rm_metrics = wait_with_progress(learner.train_reward.remote(pairs, iteration), board,
+                                                "reward_model", iteration, unit="batch")
 
         # 4. Policy update with the configured objective (policy.objective), KL to the frozen reference.
         with phase("ppo"):

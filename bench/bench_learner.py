@@ -1,0 +1,89 @@
+"""Policy-phase throughput of the learner: response tokens/s per objective, on a fixed batch.
+
+    python bench/bench_learner.py [--objectives grpo,ppo] [--prompts 8] [--answers 8] [--tokens 48]
+
+A default iteration's batch (8 prompts x 8 answers of up to 48 tokens, SmolLM2-135M, the
+machine's auto dtype): the same rollouts and ranker groups for every objective, one warm-up
+phase, then the fastest of --repeats phases. ppo trains its value model too and scores with a
+reward model; the others take the ranker's scores (reward.source=ranker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import write_results  # noqa: E402
+
+
+def make_batch(tokenizer, prompts: int, answers: int, tokens: int, config):
+    """Rollouts with random answer tokens (lengths tokens/2..tokens) and ranker groups for them."""
+    import numpy as np
+
+    from crowdless.data import load_prompts
+    from crowdless.prompts import encode_prompt
+    from crowdless.records import RankedGroup, Rollout
+
+    rng = np.random.default_rng(0)
+    texts = [e.prompt for e in load_prompts("embedded:chatterbot")[0][:prompts]]
+    rollouts, groups = [], []
+    for text in texts:
+        prompt_ids = encode_prompt(tokenizer, text, config.model.use_chat_template, config.model.max_prompt_tokens)
+        for _ in range(answers):
+            length = int(rng.integers(tokens // 2, tokens + 1))
+            response = rng.integers(100, tokenizer.vocab_size, size=length).tolist()
+            rollouts.append(Rollout(text, prompt_ids, response, tokenizer.decode(response), [0.0] * length,
+                                    length < tokens))
+        scores = rng.dirichlet(np.ones(answers)).tolist()
+        groups.append(RankedGroup(text, [r.response_text for r in rollouts[-answers:]], scores,
+                                  list(range(answers)), sorted(range(answers), key=lambda i: -scores[i]), []))
+    return rollouts, groups
+
+
+def bench_objective(objective: str, args) -> dict:
+    from actors.learner_worker import LearnerWorker
+    from configs.schema import load_config
+    from crowdless.models import resolve_model
+
+    source = "reward_model" if objective == "ppo" else "ranker"
+    config = load_config("default", [f"policy.objective={objective}", f"reward.source={source}",
+                                      f"rollout.prompts_per_iteration={args.prompts}",
+                                      f"rollout.samples_per_prompt={args.answers}",
+                                      f"rollout.max_new_tokens={args.tokens}"])
+    path = resolve_model(config.model.policy)
+    learner = LearnerWorker(config, path, path, path)
+    rollouts, groups = make_batch(learner.tokenizer, args.prompts, args.answers, args.tokens, config)
+    tokens = sum(len(r.response_ids) for r in rollouts)
+    learner.train_policy(rollouts, 0, groups)  # warm-up (and the value model's construction)
+    best = float("inf")
+    for repeat in range(args.repeats):
+        start = time.perf_counter()
+        learner.train_policy(rollouts, repeat + 1, groups)
+        best = min(best, time.perf_counter() - start)
+    return {"seconds": best, "response_tokens": tokens, "tokens_per_second": tokens / best,
+            "dtype": str(learner.dtype)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objectives", default="grpo,ppo")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--answers", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    figures = {"workload": vars(args)}
+    for objective in args.objectives.split(","):
+        figures[objective] = bench_objective(objective, args)
+        row = figures[objective]
+        print(f"{objective:<12} {row['seconds']:7.1f} s per policy phase  "
+              f"{row['tokens_per_second']:7.1f} response tokens/s  ({row['dtype']})", flush=True)
+    write_results("learner", figures)
+
+
+if __name__ == "__main__":
+    main()
