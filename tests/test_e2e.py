@@ -125,7 +125,8 @@ def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
     assert [m["iteration"] for m in metrics] == [1, 2]
     assert all(m["policy_loss"] is not None for m in metrics) and "rm_loss" not in metrics[0]
     latest = run_dir / "checkpoints" / "latest"
-    assert sorted(p.name for p in latest.iterdir() if p.is_dir()) == ["policy"]
+    assert sorted(p.name for p in latest.iterdir() if p.is_dir()) == ["policy", "training_state"]
+    assert sorted(p.name for p in (latest / "training_state").iterdir() if p.is_dir()) == ["policy"]
     policy = AutoModelForCausalLM.from_pretrained(latest / "policy")
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert any(not torch.equal(a, b) for a, b in zip(policy.state_dict().values(), start.state_dict().values()))
