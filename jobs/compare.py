@@ -39,14 +39,15 @@ def run_variant(config_path: str, run_dir: Path, overrides: list[str], verbose: 
         raise RuntimeError(f"variant in {run_dir} failed; see {run_dir / 'logs'}")
 
 
-def comparison_rows(out: Path, names: list[str], iterations: int, eval_config, seed: int):
+def comparison_rows(out: Path, final_iterations: dict[str, int], eval_config, seed: int):
+    """Each variant's last iteration (variants may train for different numbers of iterations)."""
     from crowdless.evaluation import HEADLINE, compare, read_answers
 
-    final = f"iter-{iterations}.jsonl"
+    names = list(final_iterations)
     scores = {}
-    for name in names:
+    for name, iterations in final_iterations.items():
         _, base = read_answers(out / name / "eval" / "answers" / "iter-0.jsonl")
-        _, last = read_answers(out / name / "eval" / "answers" / final)
+        _, last = read_answers(out / name / "eval" / "answers" / f"iter-{iterations}.jsonl")
         scores[name] = (base, last)
     rows = []
     first = names[0]
@@ -88,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, shared)
         if not config.eval.every:  # a comparison needs the held-out evaluation: before and at the end
             shared.append(f"eval.every={config.run.iterations}")
-        for name, overrides in variants:
-            load_config(args.config, shared + overrides)  # every variant's config is valid before any runs
+        # every variant's config is valid before any runs
+        final_iterations = {name: load_config(args.config, shared + overrides).run.iterations
+                            for name, overrides in variants}
         for name, overrides in variants:
             run_variant(args.config, out / name, shared + overrides, args.verbose)
-        config = load_config(args.config, shared)
-        rows = comparison_rows(out, [n for n, _ in variants], config.run.iterations, config.eval, config.run.seed)
+        rows = comparison_rows(out, final_iterations, config.eval, config.run.seed)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
