@@ -204,8 +204,9 @@ class EvalConfig(Section):
     every: int = Field(
         0, ge=0, description="Held-out evaluation every N iterations, before the first and after the "
         "last (greedy answers scored against references; rows eval_* in metrics.jsonl); 0: none.")
-    max_prompts: int = Field(
-        100, ge=1, description="The fixed held-out subset: the first N prompts of the run's eval split.")
+    max_prompts: int | None = Field(
+        100, ge=1, description="The fixed held-out subset: the first N prompts of the run's eval split; "
+        "null: all of them.")
     max_new_tokens: int = Field(64, ge=1, description="Token cap of the greedy evaluation answers.")
     judge_embedding: str = Field(
         "embedded:all-minilm-l6-v2",
