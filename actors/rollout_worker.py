@@ -13,7 +13,7 @@ import torch
 from actors import start_worker_process
 from configs.schema import ModelConfig, RolloutConfig
 from crowdless.models import resolve_dtype
-from crowdless.prompts import encode_prompt
+from crowdless.prompts import encode_prompt, prompt_seed
 from crowdless.records import Rollout
 
 
@@ -54,16 +54,20 @@ class RolloutWorker:
 
     # ---- sampling ------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int | None = None, greedy: bool = False,
-                 max_new_tokens: int | None = None) -> list[list[Rollout]]:
+                 max_new_tokens: int | None = None, seed: int | None = None) -> list[list[Rollout]]:
         """n answers for each prompt (default rollout.samples_per_prompt), in prompt order: sampled
-        at rollout.temperature / top_p, or the one greedy answer (evaluation)."""
+        at rollout.temperature / top_p, or the one greedy answer (evaluation). With a seed, each
+        prompt's answers are drawn from a generator seeded by (seed, prompt): the same weights give
+        the same answers however the prompts are spread over workers, so variants of a run and a
+        resumed run sample what the uninterrupted one did (vLLM; the fallback seeds per call)."""
         encoded = [
             encode_prompt(self.tokenizer, p, self.model_config.use_chat_template,
                           self.model_config.max_prompt_tokens)
             for p in prompts
         ]
         sampling = {"n": 1 if greedy else (n or self.config.samples_per_prompt), "greedy": greedy,
-                    "max_new_tokens": max_new_tokens or self.config.max_new_tokens}
+                    "max_new_tokens": max_new_tokens or self.config.max_new_tokens,
+                    "seeds": None if seed is None else [prompt_seed(seed, p) for p in prompts]}
         if self.config.backend == "vllm":
             samples = self._generate_vllm(encoded, **sampling)
         else:
@@ -77,17 +81,22 @@ class RolloutWorker:
             for prompt, ids, per_prompt in zip(prompts, encoded, samples)
         ]
 
-    def _generate_vllm(self, encoded: list[list[int]], n: int, greedy: bool, max_new_tokens: int):
+    def _generate_vllm(self, encoded: list[list[int]], n: int, greedy: bool, max_new_tokens: int,
+                       seeds: list[int] | None):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            n=n,
-            temperature=0.0 if greedy else self.config.temperature,
-            top_p=1.0 if greedy else self.config.top_p,
-            max_tokens=max_new_tokens,
-            logprobs=0,  # the sampled token's log-prob only
-        )
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=0.0 if greedy else self.config.temperature,
+                top_p=1.0 if greedy else self.config.top_p,
+                max_tokens=max_new_tokens,
+                logprobs=0,  # the sampled token's log-prob only
+                seed=None if seeds is None else seeds[i],  # vLLM seeds the n answers seed, seed+1, ...
+            )
+            for i in range(len(encoded))
+        ]
         outputs = self.engine.generate(
             [TokensPrompt(prompt_token_ids=ids) for ids in encoded], params, use_tqdm=False
         )
@@ -104,7 +113,10 @@ class RolloutWorker:
         ]
 
     @torch.no_grad()
-    def _generate_transformers(self, encoded: list[list[int]], n: int, greedy: bool, max_new_tokens: int):
+    def _generate_transformers(self, encoded: list[list[int]], n: int, greedy: bool, max_new_tokens: int,
+                               seeds: list[int] | None):
+        if seeds is not None:  # one batched generate call: one seed for all of its prompts
+            torch.manual_seed(seeds[0])
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
         width = max(map(len, encoded))
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])

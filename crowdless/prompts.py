@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 
 def encode_prompt(tokenizer, prompt: str, use_chat_template: bool, max_tokens: int) -> list[int]:
     """Token ids of a prompt ready for generation: the chat template applied where the
@@ -21,3 +23,9 @@ def encode_answer(tokenizer, answer: str, max_tokens: int) -> list[int]:
     """Answer tokens, ending with EOS as a finished answer does."""
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"][: max_tokens - 1]
     return list(ids) + [tokenizer.eos_token_id]
+
+
+def prompt_seed(seed: int, prompt: str) -> int:
+    """A sampling seed for one prompt, stable across processes and machines (Python's hash() of
+    a str is salted per process): the same (seed, prompt) gives the same answers on any worker."""
+    return zlib.crc32(f"{seed}\0{prompt}".encode())

@@ -7,7 +7,9 @@
 Each variant is NAME or NAME:key=value,key=value. Every variant trains in OUT/NAME
 (resumed if it already ran) with held-out evaluation on; all variants answer the same
 held-out prompts, so each is compared with its own starting point and, paired, with the
-first variant. Prints the table and writes it to OUT/comparison.md.
+first variant. With --seeds 0,1,2 every variant trains once per seed (OUT/NAME/seed-S): one
+training run is one draw, and two runs of one config can differ by more than a variant's
+effect. Prints the table and writes it to OUT/comparison.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [o for o in overrides.split(",") if o]
 
 
+def seed_list(text: str) -> list[int]:
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: expected integers separated by commas") from None
+
+
 def run_variant(config_path: str, run_dir: Path, overrides: list[str], verbose: bool) -> None:
     command = [sys.executable, str(ROOT / "jobs" / "train.py"), "--config", config_path,
                "--run-dir", str(run_dir), "--resume", *overrides] + (["--verbose"] if verbose else [])
@@ -39,23 +48,35 @@ def run_variant(config_path: str, run_dir: Path, overrides: list[str], verbose: 
         raise RuntimeError(f"variant in {run_dir} failed; see {run_dir / 'logs'}")
 
 
-def comparison_rows(out: Path, final_iterations: dict[str, int], eval_config, seed: int):
-    """Each variant's last iteration (variants may train for different numbers of iterations)."""
-    from crowdless.evaluation import HEADLINE, compare, read_answers
+def _mean_scores(runs: list[Path], iteration: int) -> dict:
+    """Per-prompt scores of one checkpoint, averaged over the runs (seeds) of a variant."""
+    from crowdless.evaluation import read_answers
 
-    names = list(final_iterations)
-    scores = {}
-    for name, iterations in final_iterations.items():
-        _, base = read_answers(out / name / "eval" / "answers" / "iter-0.jsonl")
-        _, last = read_answers(out / name / "eval" / "answers" / f"iter-{iterations}.jsonl")
-        scores[name] = (base, last)
+    per_run = [read_answers(run / "eval" / "answers" / f"iter-{iteration}.jsonl")[1] for run in runs]
+    return {key: sum(scores[key] for scores in per_run) / len(per_run) for key in per_run[0]}
+
+
+def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[str, int], eval_config,
+                    seed: int):
+    """One row per run of each variant, at its own last iteration (variants may train for different
+    numbers of iterations), then, where a variant ran several seeds, a row on the per-prompt means
+    over its seeds. Each row: against its own starting model, and against the first variant's
+    run(s) of the same seed(s)."""
+    from crowdless.evaluation import HEADLINE, compare
+
+    first = next(iter(variant_runs))
     rows = []
-    first = names[0]
-    for name in names:
-        base, last = scores[name]
-        own = compare(base, last, seed, eval_config.bootstrap_resamples)
-        paired = compare(scores[first][1], last, seed, eval_config.bootstrap_resamples)
-        rows.append((name, {m: own[m] for m in HEADLINE}, {m: paired[m] for m in HEADLINE}))
+    for name, runs in variant_runs.items():
+        entries = [(f"{name} ({run.name})" if len(runs) > 1 else name, [i]) for i, run in enumerate(runs)]
+        if len(runs) > 1:
+            entries.append((f"{name} (mean of {len(runs)} seeds)", list(range(len(runs)))))
+        for label, indices in entries:
+            own_runs = [runs[i] for i in indices]
+            last = _mean_scores(own_runs, final_iterations[name])
+            own = compare(_mean_scores(own_runs, 0), last, seed, eval_config.bootstrap_resamples)
+            reference = _mean_scores([variant_runs[first][i] for i in indices], final_iterations[first])
+            paired = compare(reference, last, seed, eval_config.bootstrap_resamples)
+            rows.append((label, {m: own[m] for m in HEADLINE}, {m: paired[m] for m in HEADLINE}))
     return rows
 
 
@@ -69,8 +90,9 @@ def format_markdown(rows, first: str) -> str:
               + " | ".join(f"{m}: vs {first}" for m in HEADLINE) + " |")
     lines = [header, "|---" * (1 + 2 * len(HEADLINE)) + "|"]
     for name, own, paired in rows:
+        is_first = name == first or name.startswith(f"{first} (")
         lines.append(f"| {name} | " + " | ".join(cell(own[m]) for m in HEADLINE) + " | "
-                     + " | ".join("(reference)" if name == first else cell(paired[m]) for m in HEADLINE) + " |")
+                     + " | ".join("(reference)" if is_first else cell(paired[m]) for m in HEADLINE) + " |")
     return "\n".join(lines)
 
 
@@ -79,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="default")
     parser.add_argument("--out", default="runs/compare", help="folder holding one run per variant")
     parser.add_argument("--set", action="append", default=[], help="key=value for every variant")
+    parser.add_argument("--seeds", type=seed_list, default=None,
+                        help="comma-separated run.seed values: every variant runs once per seed, in OUT/NAME/seed-S")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("variants", nargs="+", help="NAME or NAME:key=value,key=value")
     args = parser.parse_args(argv)
@@ -92,9 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         # every variant's config is valid before any runs
         final_iterations = {name: load_config(args.config, shared + overrides).run.iterations
                             for name, overrides in variants}
+        seeds = args.seeds
+        variant_runs = {}
         for name, overrides in variants:
-            run_variant(args.config, out / name, shared + overrides, args.verbose)
-        rows = comparison_rows(out, final_iterations, config.eval, config.run.seed)
+            variant_runs[name] = []
+            for seed in seeds or [None]:
+                run_dir = out / name if seed is None else out / name / f"seed-{seed}"
+                run_variant(args.config, run_dir, shared + overrides + ([] if seed is None else [f"run.seed={seed}"]),
+                            args.verbose)
+                variant_runs[name].append(run_dir)
+        rows = comparison_rows(variant_runs, final_iterations, config.eval, config.run.seed)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

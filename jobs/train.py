@@ -204,7 +204,10 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
 
         # 1. Rollout: n answers per prompt from the current policy.
         with phase("rollout"):
-            samples = rollouts.map("generate", prompts, progress="rollout")
+            # Seeded by (run seed, iteration, prompt): a resumed run and a control variant sample
+            # what the uninterrupted run would have, given the same weights.
+            sampling_seed = config.run.seed * 1_000_003 + iteration
+            samples = rollouts.map("generate", prompts, None, False, None, sampling_seed, progress="rollout")
         flat = [rollout for per_prompt in samples for rollout in per_prompt]
 
         # 2. Rank without labels: TextRank, ISODATA, noise-injected pairs.

@@ -66,10 +66,19 @@ def test_rollout_worker_generates_with_new_weights(backend, config, tiny_model_d
     assert seconds >= 0
     after = worker.generate(PROMPTS)
     _check_rollouts(after, config)
+    seeded = worker.generate(PROMPTS, seed=7)
+    assert _texts(worker.generate(PROMPTS, seed=7)) == _texts(seeded)
+    assert _texts(worker.generate(PROMPTS, seed=8)) != _texts(seeded)
+    if backend == "vllm":  # per-prompt seeds: a prompt's answers do not depend on its batch
+        assert _texts(worker.generate(PROMPTS[1:], seed=7)) == _texts(seeded)[1:]
     sample = after[0][0]
     # the engine's log-probs are those of the new weights, not the old ones
     assert _hf_logprobs(perturbed, sample) == pytest.approx(sample.logprobs, abs=2e-3)
     assert _hf_logprobs(original, sample) != pytest.approx(sample.logprobs, abs=2e-3)
+
+
+def _texts(samples) -> list[list[str]]:
+    return [[r.response_text for r in per_prompt] for per_prompt in samples]
 
 
 def _rollouts_and_groups(config, model_dir, embedder):
