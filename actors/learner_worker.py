@@ -357,14 +357,14 @@ class LearnerWorker:
                 step_loss_metrics = {**step_loss_metrics, **value_metrics}
             for key, value in step_loss_metrics.items():
                 step_metrics.setdefault(key, []).append(value)
-            self._report("ppo", iteration, step + 1, len(minibatches))
+            self._report("policy", iteration, step + 1, len(minibatches))
         seconds = time.perf_counter() - start
         response_tokens = int(mask.sum().item())
         metrics.update({key: float(np.mean(values)) for key, values in step_metrics.items()})
         metrics.update({
             "reward_mean": scores.mean().item(),
             "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
-            "ppo_tokens_per_second": response_tokens * cfg.epochs / seconds,
+            "policy_tokens_per_second": response_tokens * cfg.epochs / seconds,
         })
         return metrics
 
@@ -419,11 +419,11 @@ class LearnerWorker:
             self.policy.step()
             for key, value in metrics.items():
                 step_metrics.setdefault(key, []).append(value)
-            self._report("ppo", iteration, step + 1, len(steps))
+            self._report("policy", iteration, step + 1, len(steps))
         seconds = time.perf_counter() - start
         summary = {key: float(np.mean(values)) for key, values in step_metrics.items()}
         summary.update({"policy_loss": summary.get(f"{objective.name}_loss", float("nan")),
-                        "preference_items": len(items), "ppo_tokens_per_second": tokens / seconds})
+                        "preference_items": len(items), "policy_tokens_per_second": tokens / seconds})
         return summary
 
     # ---- weights out ----------------------------------------------------------------------

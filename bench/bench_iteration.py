@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("rollout", "rank", "reward_model", "ppo", "weight_sync", "checkpoint")
-RATES = ("rollout_tokens_per_second", "rm_pairs_per_second", "ppo_tokens_per_second")
+PHASES = ("rollout", "rank", "reward_model", "policy", "weight_sync", "checkpoint")
+RATES = ("rollout_tokens_per_second", "rm_pairs_per_second", "policy_tokens_per_second")
 
 
 def main() -> None:

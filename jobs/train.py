@@ -225,9 +225,9 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
                                                 "reward_model", iteration, unit="batch")
 
         # 4. Policy update with the configured objective (policy.objective), KL to the frozen reference.
-        with phase("ppo"):
-            ppo_metrics = wait_with_progress(learner.train_policy.remote(flat, iteration, ranked), board,
-                                             "ppo", iteration, unit="minibatch")
+        with phase("policy"):
+            policy_metrics = wait_with_progress(learner.train_policy.remote(flat, iteration, ranked), board,
+                                                "policy", iteration, unit="minibatch")
 
         # 5. Rollout workers serve the new policy.
         with phase("weight_sync"):
@@ -250,7 +250,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
 
         generated_tokens = sum(len(r.response_ids) for r in flat)
         metrics = {
-            **rm_metrics, **ppo_metrics, **held_out, **phase.seconds,
+            **rm_metrics, **policy_metrics, **held_out, **phase.seconds,
             **ranking_statistics(ranked),
             "response_length": float(np.mean([len(r.response_ids) for r in flat])),
             "rollout_tokens_per_second": generated_tokens / phase.seconds["seconds_rollout"],

@@ -59,7 +59,7 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
         assert m["rm_train_loss_after"] < m["rm_train_loss_before"]  # the reward model learns its pairs
         assert m["kl"] >= 0 and m["kl"] == m["kl"] and m["kl"] < float("inf")
         for key in ("reward_mean", "rm_loss", "rm_accuracy", "policy_loss", "value_loss",
-                    "seconds_rollout", "seconds_rank", "seconds_reward_model", "seconds_ppo",
+                    "seconds_rollout", "seconds_rank", "seconds_reward_model", "seconds_policy",
                     "seconds_weight_sync", "seconds_checkpoint", "answers_kept", "lowest_answer_rejected",
                     "noised_pair_share", "pair_score_gap"):
             assert key in m
