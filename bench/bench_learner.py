@@ -1,11 +1,13 @@
 """Policy-phase throughput of the learner: response tokens/s per objective, on a fixed batch.
 
-    python bench/bench_learner.py [--objectives grpo,ppo] [--prompts 8] [--answers 8] [--tokens 48]
+    python bench/bench_learner.py [--objectives grpo,ppo] [--old-logprobs engine,recompute] [--prompts 8] ...
 
 A default iteration's batch (8 prompts x 8 answers of up to 48 tokens, SmolLM2-135M, the
 machine's auto dtype): the same rollouts and ranker groups for every objective, one warm-up
 phase, then the fastest of --repeats phases. ppo trains its value model too and scores with a
-reward model; the others take the ranker's scores (reward.source=ranker).
+reward model; the others take the ranker's scores (reward.source=ranker). Each objective runs
+with ppo.old_logprobs=engine (the rollouts carry the sampling policy's log-probs, computed once
+here as the engine would return them) and =recompute (the learner repeats that forward pass).
 """
 
 from __future__ import annotations
@@ -44,19 +46,34 @@ def make_batch(tokenizer, prompts: int, answers: int, tokens: int, config):
     return rollouts, groups
 
 
-def bench_objective(objective: str, args) -> dict:
+def with_sampling_logprobs(learner, rollouts):
+    """The rollouts with the policy's own log-probs of their answers, as the engine returns them."""
+    import dataclasses
+
+    import torch
+
+    batch = learner._ppo_batch(rollouts)
+    with torch.no_grad():
+        logprobs = learner._response_logprobs(learner.policy.module, batch, torch.arange(len(rollouts)))
+    return [dataclasses.replace(r, logprobs=logprobs[i, :len(r.response_ids)].tolist())
+            for i, r in enumerate(rollouts)]
+
+
+def bench_objective(objective: str, old_logprobs: str, args) -> dict:
     from actors.learner_worker import LearnerWorker
     from configs.schema import load_config
     from crowdless.models import resolve_model
 
     source = "reward_model" if objective == "ppo" else "ranker"
     config = load_config("default", [f"policy.objective={objective}", f"reward.source={source}",
+                                      f"ppo.old_logprobs={old_logprobs}",
                                       f"rollout.prompts_per_iteration={args.prompts}",
                                       f"rollout.samples_per_prompt={args.answers}",
                                       f"rollout.max_new_tokens={args.tokens}"])
     path = resolve_model(config.model.policy)
     learner = LearnerWorker(config, path, path, path)
     rollouts, groups = make_batch(learner.tokenizer, args.prompts, args.answers, args.tokens, config)
+    rollouts = with_sampling_logprobs(learner, rollouts)
     tokens = sum(len(r.response_ids) for r in rollouts)
     learner.train_policy(rollouts, 0, groups)  # warm-up (and the value model's construction)
     best = float("inf")
@@ -71,6 +88,7 @@ def bench_objective(objective: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objectives", default="grpo,ppo")
+    parser.add_argument("--old-logprobs", default="engine,recompute")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--answers", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=48)
@@ -78,10 +96,11 @@ def main() -> None:
     args = parser.parse_args()
     figures = {"workload": vars(args)}
     for objective in args.objectives.split(","):
-        figures[objective] = bench_objective(objective, args)
-        row = figures[objective]
-        print(f"{objective:<12} {row['seconds']:7.1f} s per policy phase  "
-              f"{row['tokens_per_second']:7.1f} response tokens/s  ({row['dtype']})", flush=True)
+        for old_logprobs in args.old_logprobs.split(","):
+            name = f"{objective}/{old_logprobs}"
+            figures[name] = row = bench_objective(objective, old_logprobs, args)
+            print(f"{name:<20} {row['seconds']:7.1f} s per policy phase  "
+                  f"{row['tokens_per_second']:7.1f} response tokens/s  ({row['dtype']})", flush=True)
     write_results("learner", figures)
 
 

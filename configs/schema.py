@@ -157,6 +157,10 @@ class PPOConfig(Section):
     kl_mode: Literal["token", "sequence"] = Field(
         "token", description="Per-token KL penalty, or the paper's sequence-level beta*log(pi/pi_ref)."
     )
+    old_logprobs: Literal["engine", "recompute"] = Field(
+        "engine", description="Log-probs of the sampling policy: the rollout engine's own (it holds the "
+        "learner's weights; metrics.jsonl's engine_logprob_gap, measured on the first minibatch, is "
+        "about 1e-5 in float32), or a forward pass of the learner's policy over every answer.")
     clip_ratio: float = Field(0.2, gt=0.0, description="PPO ratio clip epsilon.")
     value_clip: float = Field(0.2, gt=0.0, description="Value prediction clip.")
     vf_coef: float = Field(0.5, ge=0.0, description="Value loss weight.")

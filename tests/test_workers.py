@@ -81,8 +81,9 @@ def _texts(samples) -> list[list[str]]:
     return [[r.response_text for r in per_prompt] for per_prompt in samples]
 
 
-def _rollouts_and_groups(config, model_dir, embedder):
-    """Sampled answers (transformers backend) and the ranker's groups for them."""
+def _rollouts_and_groups(config, model_dir, embedder, policy_state=None):
+    """Sampled answers (transformers backend, from policy_state where given, as after a weight
+    sync) and the ranker's groups for them."""
     import numpy as np
 
     from actors.rollout_worker import RolloutWorker
@@ -90,6 +91,8 @@ def _rollouts_and_groups(config, model_dir, embedder):
 
     rollout_config = config.rollout.model_copy(update={"backend": "transformers"})
     sampler = RolloutWorker(model_dir, config.model, rollout_config, seed=0)
+    if policy_state is not None:
+        sampler.load_weights(policy_state)
     samples = sampler.generate(PROMPTS)
     groups = []
     for i, (prompt, per_prompt) in enumerate(zip(PROMPTS, samples)):
@@ -97,6 +100,30 @@ def _rollouts_and_groups(config, model_dir, embedder):
         groups.append(rank_group(prompt, answers, embed(embedder, answers), config.ranking,
                                  np.random.default_rng(i)))
     return [r for per_prompt in samples for r in per_prompt], groups
+
+
+def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_model_dir, embedder):
+    """ppo.old_logprobs=engine skips a forward pass over every answer; the update must be the one
+    the learner gets when it recomputes the sampling policy's log-probs itself."""
+    from actors.learner_worker import LearnerWorker
+
+    states = {}
+    for mode in ("engine", "recompute"):
+        config = load_config("tiny", [f"run.dir={tmp_path / mode}", "policy.objective=grpo",
+                                      "reward.source=ranker", f"ppo.old_logprobs={mode}"])
+        learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+        rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
+        metrics = learner.train_policy(rollouts, 1, groups)
+        assert metrics["engine_logprob_gap"] < 1e-3
+        states[mode] = learner.policy_state()
+    initial = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir).policy_state()
+
+    def distance(a, b):
+        return sum(float((a[k].float() - b[k].float()).norm() ** 2) for k in a) ** 0.5
+
+    update = distance(states["engine"], initial)
+    assert update > 0
+    assert distance(states["engine"], states["recompute"]) < 0.01 * update
 
 
 def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path, embedder):
@@ -123,8 +150,10 @@ def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path
     assert metrics["engine_logprob_gap"] < 1e-3  # sampler and learner agree on the old policy
     changed = learner.policy_state()
     assert any(not torch.equal(initial[k], changed[k]) for k in initial)
+    rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder, changed)
     second_metrics = learner.train_policy(rollouts, 2, groups)
-    assert second_metrics["kl"] > 0  # the policy moved away from the frozen reference
+    assert second_metrics["kl"] > 0  # the policy that sampled them moved away from the frozen reference
+    assert second_metrics["engine_logprob_gap"] < 1e-3  # the synced sampler is the learner's policy
 
     final = learner.policy_state()
     learner.save_checkpoint(str(tmp_path))
