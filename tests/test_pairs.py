@@ -129,6 +129,44 @@ def test_default_deduplication_keeps_the_clearest_negatives(embedder):
     assert "I like turtles." not in [answers[i] for i in old.kept]  # the measured flaw, for the record
 
 
+# Sampled by SmolLM2 in a default run (seed 0, iteration 1): every answer repeats the question.
+METAL_STEM = "The only metal that is a liquid at normal atmospheric pressure and temperature is "
+METAL_ANSWERS = [
+    "The only metal that is liquid at normal atmospheric pressure and temperature is hydrogen, which is "
+    "a noble gas and is a very light substance.",
+    METAL_STEM + "liquid mercury. This precious metal is also known as levitra.",
+    METAL_STEM + "mercury. This is not to be confused with the liquid form of a metal, which is hydrogen.",
+    METAL_STEM + "water.",
+    METAL_STEM + "lithium. It's a member of the alkali metals and is a highly unreactive metal.",
+    "No, there is no metal that is a liquid at normal atmospheric pressure and temperature. The only metal "
+    "that is a liquid is mercury, which is a liquid element in its own right.",
+    METAL_STEM + "water.",
+    METAL_STEM + "helium. The Earth's atmosphere is mostly composed of hydrogen and helium, with a "
+    "negligible amount of helium-3 (helic-3) and helium-4 (he",
+]
+
+
+def test_answers_that_repeat_the_question_stay_distinct(embedder):
+    """Their cosines are 0.83-0.93 (distances 0.37-0.58), and at the old merge threshold
+    (min_dist 0.5, cosine 0.875) ISODATA chained all eight into one cluster: the group gave no
+    pair, although "mercury" and "water" are the clearest right and wrong. Only the copy merges."""
+    from algos.pairs import DEFAULT_ISODATA
+    from crowdless.ranking import embed
+
+    vectors = embed(embedder, METAL_ANSWERS)
+    distance = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
+    copy = (3, 6)
+    distinct = [distance[i, j] for i in range(8) for j in range(i + 1, 8) if (i, j) != copy]
+    assert min(distinct) > DEFAULT_ISODATA["min_dist"] > distance[copy]
+    assert min(distinct) < 0.5
+
+    ranking = rank_answers(vectors, np.random.default_rng(0))
+    assert len(ranking.kept) == 7 and not {3, 6} <= set(ranking.kept)
+    assert int(np.argmin(ranking.scores)) in ranking.kept
+    old = rank_answers(vectors, np.random.default_rng(0), isodata_params={"min_dist": 0.5})
+    assert len(old.kept) == 1  # the measured collapse, for the record
+
+
 OFF_TOPIC_GROUPS = [
     ("How do I boil an egg?",
      ["Put the egg in boiling water for about ten minutes.",
@@ -179,8 +217,8 @@ def test_why_the_old_isodata_defaults_dropped_the_negatives(embedder):
     """k_init=4 on 8 answers put "I like turtles." in a "Paris" answer's initial cluster. ISODATA
     never undid that: the split step needs more than 2 (theta_N + 1) = 4 members (or k <= k_init/2),
     and merging only brings clusters together. Measured in the 384-d unit-vector space: distinct
-    answers lie about 1.1-1.5 apart (cosine below 0.4), so a merge threshold theta_C = 0.5 (cosine
-    0.875) only joins near-copies, which is what one initial cluster per answer relies on."""
+    answers lie about 1.1-1.5 apart (cosine below 0.4), so a merge threshold theta_C = 0.3 (cosine
+    0.955) only joins near-copies, which is what one initial cluster per answer relies on."""
     from algos.pairs import DEFAULT_ISODATA
     from crowdless.ranking import embed
 
