@@ -61,3 +61,18 @@ def test_bad_config_override_and_missing_file(tmp_path, capsys):
     assert "ranking.noise: unknown key" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.jsonl"), str(tmp_path / "o.jsonl")]) == 2
     assert "input file not found" in capsys.readouterr().err
+
+
+def test_readme_example_puts_the_off_topic_answers_on_the_rejected_side(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "answers.jsonl"
+    out, pairs = tmp_path / "ranked.jsonl", tmp_path / "pairs.jsonl"
+    assert main([str(example), str(out), "--pairs", str(pairs)]) == 0
+    first_prompt = json.loads(example.read_text().splitlines()[0])["prompt"]
+    flat = [p for p in map(json.loads, pairs.read_text().splitlines()) if p["prompt"] == first_prompt]
+    rejected = {p["rejected"] for p in flat if not p["noised"]}
+    chosen = {p["chosen"] for p in flat}
+    off_topic = {"I like turtles.", "Bananas are yellow fruit.", "It is Berlin. Germany is big."}
+    assert off_topic <= rejected
+    assert not off_topic & chosen
