@@ -282,22 +282,21 @@ class LearnerWorker:
         return values.gather(1, index.to(values.device)).cpu()
 
     @torch.no_grad()
-    def _rollout_statistics(self, batch: dict, engine_logprobs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _rollout_statistics(self, batch: dict, engine_logprobs: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Log-probs of the sampling policy and the reference, and values when there is a critic.
-        The sampling policy's log-probs are the engine's own (ppo.old_logprobs=engine): it held
-        the learner's weights when it sampled, so a forward pass here would only repeat them."""
+        The sampling policy's log-probs are the engine's own where given: it held the learner's
+        weights when it sampled, so a forward pass here would only repeat them."""
         self.policy.module.eval()
-        recompute = self.config.ppo.old_logprobs == "recompute"
         parts = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
         for rows in _chunks(len(batch["ids"]), self.config.ppo.minibatch_size):
-            if recompute:
+            if engine_logprobs is None:
                 parts["old_logprobs"].append(self._response_logprobs(self.policy.module, batch, rows))
             parts["ref_logprobs"].append(self._response_logprobs(self.reference, batch, rows))
             if self.value is not None:
                 self.value.module.eval()
                 parts["old_values"].append(self._response_values(self.value.module, batch, rows))
         stats = {key: torch.cat(value) if value else None for key, value in parts.items()}
-        if not recompute:
+        if engine_logprobs is not None:
             stats["old_logprobs"] = engine_logprobs * batch["mask"]
         return stats
 
@@ -332,7 +331,9 @@ class LearnerWorker:
         batch = self._ppo_batch(rollouts)
         mask = batch["mask"]
         engine_logprobs = _pad_floats([r.logprobs for r in rollouts], mask.shape[1])
-        stats = self._rollout_statistics(batch, engine_logprobs)
+        has_engine_logprobs = all(len(r.logprobs) == len(r.response_ids) for r in rollouts)
+        reuse = cfg.old_logprobs == "engine" and has_engine_logprobs
+        stats = self._rollout_statistics(batch, engine_logprobs if reuse else None)
         scores = self._sequence_scores(rollouts, groups)
         group = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g.answers) for g in groups]))
         values = stats["old_values"] * mask if stats["old_values"] is not None else None
@@ -346,7 +347,7 @@ class LearnerWorker:
                        _chunks(len(rollouts), cfg.minibatch_size, torch.randperm(len(rollouts), generator=generator))]
         for step, rows in enumerate(minibatches):
             logprobs = self._response_logprobs(self.policy, batch, rows)
-            if step == 0:  # before any update: the check that the engine's log-probs are the learner's
+            if step == 0 and has_engine_logprobs:  # before any update: are the engine's log-probs ours?
                 gap = (engine_logprobs[rows] - logprobs.detach()).abs() * mask[rows]
                 metrics["engine_logprob_gap"] = (gap.sum() / mask[rows].sum()).item()
             loss, step_loss_metrics = objective.loss(
