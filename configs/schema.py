@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from algos.pairs import DEFAULT_ISODATA
+
 CONFIG_DIR = Path(__file__).resolve().parent
 
 
@@ -94,16 +96,20 @@ class RolloutConfig(Section):
 
 class IsodataConfig(Section):
     k_init: int | None = Field(
-        None, ge=1, description="Desired clusters (k_init). None: one per answer, so ISODATA only merges "
+        DEFAULT_ISODATA["k_init"], ge=1,
+        description="Desired clusters (k_init). None: one per answer, so ISODATA only merges "
         "near-copies (centres closer than min_dist) and the worst answers stay as negatives; a small "
         "k_init folds off-topic answers into a good answer's cluster, where they are dropped.")
-    min_size: int = Field(1, ge=1, description="theta_N: smaller clusters are discarded.")
-    max_std: float = Field(0.05, gt=0.0, description="theta_S: split threshold (paper: 0.05).")
+    min_size: int = Field(
+        DEFAULT_ISODATA["min_size"], ge=1, description="theta_N: smaller clusters are discarded.")
+    max_std: float = Field(
+        DEFAULT_ISODATA["max_std"], gt=0.0, description="theta_S: split threshold (paper: 0.05).")
     min_dist: float = Field(
-        0.3, ge=0.0, description="theta_C: merge centres closer than this (unit vectors: cosine above "
-        "0.955). Answers that differ in one content word after a repeated question lie 0.37-0.46 apart.")
-    max_merges: int = Field(4, ge=0, description="P: merges per iteration.")
-    max_iter: int = Field(10, ge=1, description="I: iterations.")
+        DEFAULT_ISODATA["min_dist"], ge=0.0, description="theta_C: merge centres closer than this (unit "
+        "vectors: 0.3 is cosine above 0.955). Answers that differ in one content word after a repeated "
+        "question lie 0.37-0.46 apart.")
+    max_merges: int = Field(DEFAULT_ISODATA["max_merges"], ge=0, description="P: merges per iteration.")
+    max_iter: int = Field(DEFAULT_ISODATA["max_iter"], ge=1, description="I: iterations.")
 
 
 class RankingConfig(Section):

@@ -132,17 +132,17 @@ def test_default_deduplication_keeps_the_clearest_negatives(embedder):
 # Sampled by SmolLM2 in a default run (seed 0, iteration 1): every answer repeats the question.
 METAL_STEM = "The only metal that is a liquid at normal atmospheric pressure and temperature is "
 METAL_ANSWERS = [
-    "The only metal that is liquid at normal atmospheric pressure and temperature is hydrogen, which is "
-    "a noble gas and is a very light substance.",
+    ("The only metal that is liquid at normal atmospheric pressure and temperature is hydrogen, which "
+     "is a noble gas and is a very light substance."),
     METAL_STEM + "liquid mercury. This precious metal is also known as levitra.",
     METAL_STEM + "mercury. This is not to be confused with the liquid form of a metal, which is hydrogen.",
     METAL_STEM + "water.",
     METAL_STEM + "lithium. It's a member of the alkali metals and is a highly unreactive metal.",
-    "No, there is no metal that is a liquid at normal atmospheric pressure and temperature. The only metal "
-    "that is a liquid is mercury, which is a liquid element in its own right.",
+    ("No, there is no metal that is a liquid at normal atmospheric pressure and temperature. The only "
+     "metal that is a liquid is mercury, which is a liquid element in its own right."),
     METAL_STEM + "water.",
-    METAL_STEM + "helium. The Earth's atmosphere is mostly composed of hydrogen and helium, with a "
-    "negligible amount of helium-3 (helic-3) and helium-4 (he",
+    METAL_STEM + ("helium. The Earth's atmosphere is mostly composed of hydrogen and helium, with a "
+                  "negligible amount of helium-3 (helic-3) and helium-4 (he"),
 ]
 
 
