@@ -107,16 +107,18 @@ def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_mode
     the learner gets when it recomputes the sampling policy's log-probs itself."""
     from actors.learner_worker import LearnerWorker
 
+    rollouts = groups = initial = None
     states = {}
     for mode in ("engine", "recompute"):
         config = load_config("tiny", [f"run.dir={tmp_path / mode}", "policy.objective=grpo",
                                       "reward.source=ranker", f"ppo.old_logprobs={mode}"])
         learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
-        rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
+        if rollouts is None:  # one batch of answers for both modes
+            rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
+            initial = learner.policy_state()
         metrics = learner.train_policy(rollouts, 1, groups)
         assert metrics["engine_logprob_gap"] < 1e-3
         states[mode] = learner.policy_state()
-    initial = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir).policy_state()
 
     def distance(a, b):
         return sum(float((a[k].float() - b[k].float()).norm() ** 2) for k in a) ** 0.5
