@@ -149,10 +149,13 @@ class RolloutWorker:
         """Serve new policy weights from the next request on; returns the seconds it took."""
         start = time.perf_counter()
         if self.config.backend == "vllm":
-            from cluster.weight_sync import write_weights_file
+            from cluster.weight_sync import remove_weights_file, write_weights_file
 
             path = write_weights_file(state_dict, self.tied_embeddings)
-            self.engine.collective_rpc("reload_weights_from_file", args=(str(path),))
+            try:
+                self.engine.collective_rpc("reload_weights_from_file", args=(str(path),))
+            finally:
+                remove_weights_file(path)
         else:
             self.engine.load_state_dict(state_dict, strict=False)
             self.engine.tie_weights()

@@ -2,7 +2,8 @@
 
 One place for it: the learner publishes a state dict, the driver puts it in
 Ray's object store once, and every RolloutWorker writes it to a local
-safetensors file (under /dev/shm where it fits) and reloads its engine from that file. A GPU
+safetensors file (under /dev/shm where it fits), reloads its engine from that file and
+removes it: /dev/shm is memory, and a file left behind by each process is memory lost. A GPU
 NCCL broadcast would replace `write_weights_file` + reload with a collective.
 """
 
@@ -40,6 +41,11 @@ def write_weights_file(state_dict: dict[str, torch.Tensor], tied_embeddings: boo
     save_file(tensors, str(staging))
     staging.replace(path)
     return path
+
+
+def remove_weights_file(path: Path) -> None:
+    """Once the engine holds the weights, the file (and its per-process folder) is not needed."""
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 class VllmWeightSync:

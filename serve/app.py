@@ -141,11 +141,14 @@ class CrowdlessServer:
     async def _switch_to(self, iteration: int, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        from cluster.weight_sync import write_weights_file
+        from cluster.weight_sync import remove_weights_file, write_weights_file
 
         state = await asyncio.to_thread(load_file, str(folder / "policy" / "model.safetensors"))
         path = await asyncio.to_thread(write_weights_file, state, self.engine.tied_embeddings)
-        await self.engine.load_weights_file(str(path))
+        try:
+            await self.engine.load_weights_file(str(path))
+        finally:
+            remove_weights_file(path)
         self.reward = await asyncio.to_thread(self._load_reward_model, str(folder / "reward_model"))
         self.source = ModelSource(str(folder / "policy"), str(folder / "reward_model"), self.source.run_dir, iteration)
         self.loaded_at = time.time()

@@ -78,3 +78,5 @@ def test_weights_file_falls_back_when_shm_is_small(monkeypatch, tmp_path):
     monkeypatch.setattr(weight_sync.tempfile, "gettempdir", lambda: str(tmp_path))
     path = weight_sync.write_weights_file({"w": torch.ones(100)}, tied_embeddings=False)
     assert path.parent.parent == tmp_path and path.exists()
+    weight_sync.remove_weights_file(path)
+    assert not path.parent.exists()

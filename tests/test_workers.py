@@ -1,6 +1,9 @@
 """Workers built directly (no Ray): rollout engines, weight loading, the DeepSpeed learner."""
 
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,6 +67,8 @@ def test_rollout_worker_generates_with_new_weights(backend, config, tiny_model_d
     perturbed, state = _perturbed_state(tiny_model_dir)
     seconds = worker.load_weights(state)
     assert seconds >= 0
+    leftovers = [Path(root) / f"crowdless-{os.getpid()}" for root in ("/dev/shm", tempfile.gettempdir())]
+    assert not any(folder.exists() for folder in leftovers)  # /dev/shm is memory: the file is removed
     after = worker.generate(PROMPTS)
     _check_rollouts(after, config)
     seeded = worker.generate(PROMPTS, seed=7)
