@@ -45,6 +45,18 @@ def mark_complete(run_dir: Path, iteration: int, state: dict) -> None:
     os.replace(staging, link)
 
 
+def discard_incomplete_checkpoints(run_dir: Path, latest_iteration: int) -> list[str]:
+    """Remove the folders of checkpoints after the latest complete one: what a stopped job left half
+    written. The resumed run writes those iterations again into clean folders, so no file of the
+    stopped attempt mixes with the new one. Returns the folders removed."""
+    removed = []
+    for folder in sorted((run_dir / "checkpoints").glob("iter-*")):
+        if folder.name.removeprefix("iter-").isdigit() and int(folder.name.removeprefix("iter-")) > latest_iteration:
+            shutil.rmtree(folder)
+            removed.append(folder.name)
+    return removed
+
+
 def prune_training_state(run_dir: Path, keep_iteration: int, folder_name: str) -> None:
     """Optimizer states are several times the model's size and only resuming from the latest
     checkpoint needs them: drop folder_name from every other checkpoint (weights stay)."""

