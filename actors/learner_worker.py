@@ -1,5 +1,11 @@
 """LearnerWorker: trains the reward model on preference pairs, then the policy with PPO, on DeepSpeed.
 
+One worker is one rank of a learner group (cluster/learner_group.py): every rank gets the same
+calls with the same whole batch, in the same order, computes the batch statistics, and trains on
+its share of each minibatch; DeepSpeed averages the gradients across ranks. Each rank's loss is
+weighted by its share of the minibatch's tokens (or pairs, or lists), so the group takes the
+step one rank would take on the whole minibatch.
+
 Models (all Hugging Face, so checkpoints load with transformers and vLLM):
     policy      AutoModelForCausalLM, DeepSpeed engine
     reference   frozen copy of the starting policy (no engine, no gradients)
@@ -37,19 +43,28 @@ ZERO_BUCKET_ELEMENTS = 2 * 10**7  # ZeRO reduce / all-gather bucket size
 TRAINING_STATE = "training_state"  # checkpoint folder with optimizer and RNG states, for exact resume
 
 
-def _init_single_process_group(use_cuda: bool) -> None:
+def free_address() -> tuple[str, int]:
+    """This machine's address and a free TCP port: rank 0's rendezvous, picked where rank 0 runs."""
+    import ray
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+    return address, port
+
+
+def _init_process_group(use_cuda: bool, rank: int, world_size: int, address: tuple[str, int] | None) -> None:
     """DeepSpeed needs a process group even for one process: gloo on CPU, nccl on GPU."""
     import deepspeed
     import torch.distributed as dist
 
     if dist.is_initialized():
         return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0",
-                       "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
-        os.environ.setdefault(key, value)
+    host, port = address or ("127.0.0.1", free_address()[1])
+    # one GPU per rank: Ray sets CUDA_VISIBLE_DEVICES, so each rank's device is its cuda:0
+    os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": "0", "WORLD_SIZE": str(world_size)})
     deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
 
 
@@ -69,20 +84,26 @@ class LearnerWorker:
         value_path: str | None = None,
         replay: list[PreferencePair] | None = None,
         progress=None,
+        rank: int = 0,
+        world_size: int = 1,
+        address: tuple[str, int] | None = None,
     ):
         """value_path None: the value model is built from the reward model (or the policy)
         when PPO first runs, as ppo.value_init says. progress: a ProgressBoard actor handle
-        (cluster/console.py) that gets (phase, iteration, done, total) after every optimiser step."""
+        (cluster/console.py) that gets (phase, iteration, done, total) after every optimiser step.
+        rank / world_size / address: this worker's place in a learner group and rank 0's
+        rendezvous (host, port); one worker alone needs none of them."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.config = config
-        start_worker_process("learner")
+        self.rank, self.world_size = rank, world_size
+        start_worker_process("learner", threads=int(config.resources.learner_cpus) if world_size > 1 else None)
         self.policy_path, self.reward_path = policy_path, reward_path
         self.use_cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.use_cuda else "cpu")
         self.dtype = getattr(torch, resolve_dtype(config.model.dtype))
         torch.manual_seed(config.run.seed)
-        _init_single_process_group(self.use_cuda)
+        _init_process_group(self.use_cuda, rank, world_size, address)
 
         self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
         self.pad_id = self.tokenizer.pad_token_id
@@ -109,9 +130,48 @@ class LearnerWorker:
         self.replay: list[PreferencePair] = list(replay or [])
         self.progress = progress
 
+    def ready(self) -> str:
+        """The Ray node this rank runs on ("" outside Ray)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
     def _report(self, phase: str, iteration: int, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress.update.remote(phase, iteration, done, total)
+
+    # ---- the group: each rank's share, and sums over ranks ------------------------------------
+    def _my_share(self, items: torch.Tensor | list) -> tuple[torch.Tensor | list, bool]:
+        """This rank's contiguous share of a minibatch (rows or items), and whether it is real.
+        A rank whose share would be empty still runs a step (DeepSpeed reduces gradients across
+        ranks in every step) on the minibatch's first entry, with weight 0."""
+        if self.world_size == 1:
+            return items, True
+        size, extra = divmod(len(items), self.world_size)
+        start = self.rank * size + min(self.rank, extra)
+        share = items[start:start + size + (self.rank < extra)]
+        return (share, True) if len(share) else (items[:1], False)
+
+    def _sum_over_ranks(self, values: list[float]) -> list[float]:
+        if self.world_size == 1:
+            return values
+        import torch.distributed as dist
+
+        total = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(total)
+        return total.tolist()
+
+    def _group_weight(self, mine: float, whole: float, real: bool) -> float:
+        """Scale of this rank's mean loss so that DeepSpeed's average over ranks gives the mean
+        over the whole minibatch: world_size x this rank's share of its units. 1 for one rank."""
+        return self.world_size * mine / whole if real and self.world_size > 1 else float(real)
+
+    def _merged_means(self, weighted_sums: dict[str, float], steps: int) -> dict[str, float]:
+        """Per-step metrics, each step's value weighted by the rank's share of that step: summed
+        over ranks and averaged over steps, the same figures one rank reports on the whole batch."""
+        keys = sorted(weighted_sums)
+        totals = self._sum_over_ranks([weighted_sums[key] for key in keys])
+        return {key: total / max(1, steps) for key, total in zip(keys, totals)}
 
     def _rng(self, iteration: int, phase: int) -> np.random.Generator:
         """Seeded by (run seed, iteration, phase): a resumed run draws the same numbers."""
@@ -207,7 +267,7 @@ class LearnerWorker:
         replayed = [self.replay[i] for i in rng.permutation(len(self.replay))[: cfg.replay_pairs]]
         train = fresh + replayed
         before = self._evaluate_pairs(fresh)
-        losses = []
+        batches, weighted_loss = [], 0.0
         start = time.perf_counter()
         if train:
             self.reward.module.train()
@@ -215,17 +275,19 @@ class LearnerWorker:
             batches = [index for _ in range(cfg.epochs) for index in
                        _chunks(len(train), cfg.batch_size, torch.randperm(len(train), generator=generator))]
             for step, index in enumerate(batches):
-                loss, _ = self._pair_losses(self.reward, [train[i] for i in index])
-                self.reward.backward(loss)
+                share, real = self._my_share(index)
+                loss, _ = self._pair_losses(self.reward, [train[i] for i in share])
+                self.reward.backward(loss * self._group_weight(len(share), len(index), real))
                 self.reward.step()
-                losses.append(loss.item())
+                weighted_loss += loss.item() * (len(share) / len(index) if real else 0.0)
                 self._report("reward_model", iteration, step + 1, len(batches))
         train_seconds = time.perf_counter() - start
         after = self._evaluate_pairs(fresh)
         held = self._evaluate_pairs(held_out)
         self.replay = (self.replay + fresh)[-REPLAY_KEEP:]
         return {
-            "rm_loss": float(np.mean(losses)) if losses else float("nan"),
+            "rm_loss": self._merged_means({"rm_loss": weighted_loss}, len(batches))["rm_loss"]
+            if batches else float("nan"),
             "rm_train_loss_before": before["rm_loss"],
             "rm_train_loss_after": after["rm_loss"],
             "rm_train_accuracy": after["rm_accuracy"],
@@ -342,33 +404,38 @@ class LearnerWorker:
 
         self.policy.module.train()
         generator = torch.Generator().manual_seed(int(self._rng(iteration, phase=2).integers(2**31)))
-        step_metrics: dict[str, list[float]] = {}
+        step_metrics: dict[str, float] = {}  # per-step metrics weighted by this rank's token share
         minibatches = [rows for _ in range(cfg.epochs) for rows in
                        _chunks(len(rollouts), cfg.minibatch_size, torch.randperm(len(rollouts), generator=generator))]
-        for step, rows in enumerate(minibatches):
+        for step, minibatch in enumerate(minibatches):
+            rows, real = self._my_share(minibatch)
+            tokens = mask[rows].sum().item() * real
+            weight = self._group_weight(tokens, mask[minibatch].sum().item(), real)
             logprobs = self._response_logprobs(self.policy, batch, rows)
             if step == 0 and has_engine_logprobs:  # before any update: are the engine's log-probs ours?
-                gap = (engine_logprobs[rows] - logprobs.detach()).abs() * mask[rows]
-                metrics["engine_logprob_gap"] = (gap.sum() / mask[rows].sum()).item()
+                gap = ((engine_logprobs[rows] - logprobs.detach()).abs() * mask[rows]).sum().item() * real
+                gap, gap_tokens = self._sum_over_ranks([gap, tokens])
+                metrics["engine_logprob_gap"] = gap / gap_tokens
             loss, step_loss_metrics = objective.loss(
                 PolicyLossInputs(logprobs, stats["old_logprobs"][rows], advantages[rows], mask[rows],
                                  stats["ref_logprobs"][rows]), params)
-            self.policy.backward(loss.to(self.device))
+            self.policy.backward((loss * weight).to(self.device))
             self.policy.step()
             if objective.uses_value_model:
                 self.value.module.train()
                 new_values = self._response_values(self.value.module, batch, rows)
                 v_loss, value_metrics = objective.value_loss(new_values, stats["old_values"][rows],
                                                              returns[rows], mask[rows], params)
-                self.value.backward((cfg.vf_coef * v_loss).to(self.device))
+                self.value.backward((cfg.vf_coef * v_loss * weight).to(self.device))
                 self.value.step()
                 step_loss_metrics = {**step_loss_metrics, **value_metrics}
+            share = tokens / mask[minibatch].sum().item()
             for key, value in step_loss_metrics.items():
-                step_metrics.setdefault(key, []).append(value)
+                step_metrics[key] = step_metrics.get(key, 0.0) + value * share
             self._report("policy", iteration, step + 1, len(minibatches))
         seconds = time.perf_counter() - start
         response_tokens = int(mask.sum().item())
-        metrics.update({key: float(np.mean(values)) for key, values in step_metrics.items()})
+        metrics.update(self._merged_means(step_metrics, len(minibatches)))
         metrics.update({
             "reward_mean": scores.mean().item(),
             "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
@@ -400,11 +467,12 @@ class LearnerWorker:
         rng = self._rng(iteration, phase=2)
         per_step = max(1, cfg.minibatch_size // max(len(item) for item in items))
         order = [int(i) for _ in range(cfg.epochs) for i in rng.permutation(len(items))]
-        step_metrics: dict[str, list[float]] = {}
+        step_metrics: dict[str, float] = {}  # per-step metrics weighted by this rank's share of items
         steps = [order[i:i + per_step] for i in range(0, len(order), per_step)]
         self.policy.module.train()
         tokens = 0
-        for step, chosen in enumerate(steps):
+        for step, whole_step in enumerate(steps):
+            chosen, real = self._my_share(whole_step)
             chunk = [items[i] for i in chosen]
             width = max(map(len, chunk))
             rows = [row for item in chunk for row in item]
@@ -414,7 +482,7 @@ class LearnerWorker:
             with torch.no_grad():
                 ref = sequence_logprobs(self._response_logprobs(self.reference, batch, everything), batch["mask"])
             logps = sequence_logprobs(self._response_logprobs(self.policy, batch, everything), batch["mask"])
-            tokens += int(batch["mask"].sum())
+            tokens += int(batch["mask"].sum()) * real
             index, valid = [], []
             offset = 0
             for item in chunk:  # [G, K] positions into the flat rows, padded lists masked
@@ -423,13 +491,15 @@ class LearnerWorker:
                 offset += len(item)
             index_t = torch.tensor(index)
             loss, metrics = objective.loss(PreferenceBatch(logps[index_t], ref[index_t], torch.tensor(valid)), params)
-            self.policy.backward(loss.to(self.device))
+            self.policy.backward((loss * self._group_weight(len(chosen), len(whole_step), real)).to(self.device))
             self.policy.step()
+            share = len(chosen) / len(whole_step) if real else 0.0
             for key, value in metrics.items():
-                step_metrics.setdefault(key, []).append(value)
+                step_metrics[key] = step_metrics.get(key, 0.0) + value * share
             self._report("policy", iteration, step + 1, len(steps))
         seconds = time.perf_counter() - start
-        summary = {key: float(np.mean(values)) for key, values in step_metrics.items()}
+        tokens = self._sum_over_ranks([tokens])[0]
+        summary = self._merged_means(step_metrics, len(steps))
         summary.update({"policy_loss": summary.get(f"{objective.name}_loss", float("nan")),
                         "preference_items": len(items), "policy_tokens_per_second": tokens / seconds})
         return summary
@@ -442,8 +512,13 @@ class LearnerWorker:
         # pickling a view (to send it through Ray) would serialise the whole buffer each time.
         return {name: tensor.detach().to("cpu", copy=True) for name, tensor in engine.module.state_dict().items()}
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        return self._full_state_dict(self.policy)
+    def policy_state(self) -> dict[str, torch.Tensor] | None:
+        """The policy's full state dict on rank 0, None on the others (under ZeRO-3 every rank
+        takes part in gathering it; under ZeRO-2 rank 0 holds every weight)."""
+        if self.rank != 0 and self.config.learner.zero_stage != 3:
+            return None
+        state = self._full_state_dict(self.policy)
+        return state if self.rank == 0 else None
 
     def _engines(self) -> list[tuple[str, object, object]]:
         """(folder name, DeepSpeed engine, tokenizer) of every model this objective trains."""
@@ -457,28 +532,42 @@ class LearnerWorker:
         moments and fp32 master weights) and the torch RNG, so a resumed run continues this one."""
         root = Path(directory)
         for name, engine, tokenizer in self._engines():
-            engine.module.save_pretrained(root / name, state_dict=self._full_state_dict(engine))
-            tokenizer.save_pretrained(root / name)
+            state = self._full_state_dict(engine) if self.rank == 0 or self.config.learner.zero_stage == 3 else None
+            if self.rank == 0:
+                engine.module.save_pretrained(root / name, state_dict=state)
+                tokenizer.save_pretrained(root / name)
+            # every rank writes its own partition of the optimizer state
             engine.save_checkpoint(str(root / TRAINING_STATE / name), tag=TRAINING_STATE, save_latest=False)
-        torch.save({"torch_rng": torch.get_rng_state()}, root / TRAINING_STATE / "rng.pt")
-        with (root / "replay.jsonl").open("w") as out:
-            for pair in self.replay:
-                out.write(json.dumps(asdict(pair)) + "\n")
+        torch.save({"torch_rng": torch.get_rng_state()}, root / TRAINING_STATE / _rng_file(self.rank))
+        if self.rank == 0:
+            (root / TRAINING_STATE / "group.json").write_text(json.dumps({"world_size": self.world_size}))
+            with (root / "replay.jsonl").open("w") as out:
+                for pair in self.replay:
+                    out.write(json.dumps(asdict(pair)) + "\n")
 
     def load_training_state(self, directory: str) -> list[str]:
         """Optimizer states and RNG from a checkpoint's training_state/ (the models' weights came
         from its HF folders at construction). Returns the engines restored; a checkpoint without
-        training_state/ (written before it existed, or pruned) restores none: moments restart."""
+        training_state/ (written before it existed, or pruned), or written by a learner group of
+        another size (each rank saved its own optimizer partition), restores none: moments restart."""
         state = Path(directory) / TRAINING_STATE
+        group = state / "group.json"
+        saved_by = json.loads(group.read_text())["world_size"] if group.exists() else 1
+        if saved_by != self.world_size:
+            return []
         restored = []
         for name, engine, _ in self._engines():
             if (state / name / TRAINING_STATE).is_dir():
                 engine.load_checkpoint(str(state / name), tag=TRAINING_STATE, load_module_strict=True,
                                        load_optimizer_states=True, load_lr_scheduler_states=True)
                 restored.append(name)
-        if (state / "rng.pt").exists():
-            torch.set_rng_state(torch.load(state / "rng.pt")["torch_rng"])
+        if (state / _rng_file(self.rank)).exists():
+            torch.set_rng_state(torch.load(state / _rng_file(self.rank))["torch_rng"])
         return restored
+
+
+def _rng_file(rank: int) -> str:
+    return "rng.pt" if rank == 0 else f"rng-rank{rank}.pt"
 
 
 def _pad_floats(rows: list[list[float]], width: int) -> torch.Tensor:

@@ -70,19 +70,49 @@ class ProgressBoard:
         return self.state.get((phase, iteration))
 
 
-def wait_with_progress(ref, board, phase: str, iteration: int, unit: str = "step"):
-    """ray.get(ref), drawing a bar from what the worker posts to the board for this phase."""
+class CallFailed(Exception):
+    """One of several remote calls failed: `index` says which, the cause is chained."""
+
+    def __init__(self, index: int, error: BaseException):
+        super().__init__(f"call {index} failed: {failure_cause(error)}")
+        self.index = index
+
+
+def wait_all(refs: list, on_poll=None, poll_seconds: float = 0.5) -> list:
+    """ray.get of every ref; the first failure raises CallFailed at once, without waiting for the
+    others (which may be blocked on the failed one, e.g. in a collective). on_poll() runs between polls."""
+    import ray
+
+    results: list = [None] * len(refs)
+    pending = {ref: index for index, ref in enumerate(refs)}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=poll_seconds)
+        for ref in ready:
+            index = pending.pop(ref)
+            try:
+                results[index] = ray.get(ref)
+            except Exception as error:
+                raise CallFailed(index, error) from error
+        if pending and on_poll is not None:
+            on_poll()
+    return results
+
+
+def wait_with_progress(refs: list, board, phase: str, iteration: int, unit: str = "step") -> list:
+    """wait_all(refs), drawing a bar from what the worker posts to the board for this phase."""
     import ray
     from tqdm import tqdm
 
     bar = tqdm(desc=phase, unit=unit, leave=False, total=None)
+
+    def draw():
+        posted = ray.get(board.read.remote(phase, iteration))
+        if posted is not None:
+            bar.total, bar.n = posted[1], posted[0]
+            bar.refresh()
+
     try:
-        while not ray.wait([ref], timeout=0.5)[0]:
-            posted = ray.get(board.read.remote(phase, iteration))
-            if posted is not None:
-                bar.total, bar.n = posted[1], posted[0]
-                bar.refresh()
-        return ray.get(ref)
+        return wait_all(refs, draw)
     finally:
         bar.close()
 

@@ -190,8 +190,13 @@ class ResourcesConfig(Section):
     rollout_cpus: float = Field(0.5, gt=0.0, description="CPUs per RolloutWorker (Ray scheduling share).")
     rollout_gpus: float = Field(0.0, ge=0.0, description="GPUs per RolloutWorker.")
     ranker_cpus: float = Field(0.25, gt=0.0, description="CPUs per RankerWorker (Ray scheduling share).")
-    learner_cpus: float = Field(1.0, gt=0.0, description="CPUs for the LearnerWorker (Ray scheduling share).")
-    learner_gpus: float = Field(0.0, ge=0.0, description="GPUs for the LearnerWorker.")
+    learner_workers: int = Field(
+        1, ge=1, description="Ranks of the learner group: data-parallel DeepSpeed LearnerWorkers, each "
+        "training on its share of every minibatch (gloo on CPU, NCCL on GPU; ZeRO shards across them).")
+    learner_cpus: float = Field(
+        1.0, gt=0.0, description="CPUs per learner rank (Ray scheduling share; with several ranks also "
+        "its torch threads).")
+    learner_gpus: float = Field(0.0, ge=0.0, description="GPUs per learner rank.")
     max_worker_restarts: int = Field(2, ge=0, description="Ray restarts a crashed worker this often.")
 
 

@@ -64,9 +64,9 @@ def check_resources(config: CrowdlessConfig, available: dict) -> None:
     """Fail now, naming the keys, rather than wait forever for workers Ray cannot place."""
     res = config.resources
     needs = {
-        "CPU": res.learner_cpus + res.rollout_cpus * config.rollout.num_workers
+        "CPU": res.learner_cpus * res.learner_workers + res.rollout_cpus * config.rollout.num_workers
         + res.ranker_cpus * config.ranking.num_workers + config.serve.enabled * config.serve.replica_cpus,
-        "GPU": res.learner_gpus + res.rollout_gpus * config.rollout.num_workers
+        "GPU": res.learner_gpus * res.learner_workers + res.rollout_gpus * config.rollout.num_workers
         + config.serve.enabled * config.serve.replica_gpus,
     }
     for kind, needed in needs.items():
@@ -80,10 +80,11 @@ def check_resources(config: CrowdlessConfig, available: dict) -> None:
 def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path | None, env: dict[str, str]):
     import ray
 
-    from actors.learner_worker import LearnerWorker, load_replay
+    from actors.learner_worker import load_replay
     from actors.ranker_worker import RankerWorker
     from actors.rollout_worker import RolloutWorker
     from cluster.console import ProgressBoard
+    from cluster.learner_group import LearnerGroup
     from cluster.pool import WorkerPool
 
     res = config.resources
@@ -99,16 +100,15 @@ def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path |
             value_path = str(resume_from / "value_model")
         replay = load_replay(resume_from / "replay.jsonl")
     board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
-    learner = ray.remote(LearnerWorker).options(
-        num_cpus=res.learner_cpus, num_gpus=res.learner_gpus, runtime_env={"env_vars": env}
-    ).remote(config, policy_path, reference_path, reward_path, value_path, replay, board)
+    learner = LearnerGroup(config, (config, policy_path, reference_path, reward_path, value_path, replay),
+                           env, board)
     rollouts = WorkerPool(RolloutWorker, (policy_path, config.model, config.rollout, config.run.seed),
                           config.rollout.num_workers, num_cpus=res.rollout_cpus, num_gpus=res.rollout_gpus,
                           max_replacements=res.max_worker_restarts, name="rollout", env=env)
     rankers = WorkerPool(RankerWorker, (config.model.embedding, config.ranking, config.run.seed),
                          config.ranking.num_workers, num_cpus=res.ranker_cpus, num_gpus=0,
                          max_replacements=res.max_worker_restarts, name="ranker", env=env)
-    return learner, rollouts, rankers, board
+    return learner, rollouts, rankers
 
 
 def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start_iteration: int,
@@ -132,7 +132,8 @@ def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start
         f"<= {r.max_new_tokens} new tokens",
         f"  workers  {r.num_workers} rollout ({r.backend}, {res.rollout_cpus:g} CPU, {kv}), "
         f"{config.ranking.num_workers} ranker ({res.ranker_cpus:g} CPU), "
-        f"learner ({res.learner_cpus:g} CPU, {res.learner_gpus:g} GPU, ZeRO-{config.learner.zero_stage})",
+        f"learner ({res.learner_workers} x {res.learner_cpus:g} CPU, {res.learner_gpus:g} GPU, "
+        f"ZeRO-{config.learner.zero_stage})",
         f"  logs     {run_dir / 'logs'}" + (" (shown live: --verbose)" if verbose else "  (--verbose shows them live)"),
     ]
     print("\n".join(lines), flush=True)
@@ -141,7 +142,7 @@ def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start
 def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     import ray
 
-    from cluster.console import log_dir_env, quiet_driver_libraries, wait_with_progress
+    from cluster.console import log_dir_env, quiet_driver_libraries
     from actors.learner_worker import TRAINING_STATE
     from cluster.run_dir import (MetricsLog, checkpoint_dir, discard_incomplete_checkpoints, latest_checkpoint,
                                  mark_complete, prune_training_state, read_control)
@@ -174,15 +175,15 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     env = log_dir_env(run_dir, verbose)
     started = time.perf_counter()
     print("[crowdless] starting workers (engines load; about a minute on a CPU) ...", flush=True)
-    learner, rollouts, rankers, board = start_workers(
+    learner, rollouts, rankers = start_workers(
         config, policy_path, latest[1] if start_iteration > 1 else None, env)
     print(f"[crowdless] workers ready in {time.perf_counter() - started:.0f}s", flush=True)
-    has_reward_model = ray.get(learner.has_reward_model.remote())
+    has_reward_model = learner.run("has_reward_model")
     if start_iteration > 1:  # optimizer moments and RNG: the resumed run continues the stopped one
-        restored = ray.get(learner.load_training_state.remote(str(latest[1])))
+        restored = learner.run("load_training_state", str(latest[1]))
         print(f"[crowdless] resumed from {latest[1]}: optimizer state of "
-              + (", ".join(restored) if restored else "no model (not in the checkpoint: moments restart)"),
-              flush=True)
+              + (", ".join(restored) if restored else "no model (not in the checkpoint, or saved by a "
+                 "learner group of another size: moments restart)"), flush=True)
     metrics_log = MetricsLog(run_dir, config.run.log_tensorboard, resume_after=start_iteration - 1)
     total = config.run.iterations
 
@@ -224,21 +225,21 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         rm_metrics = {}
         if has_reward_model:
             with phase("reward_model"):
-                rm_metrics = wait_with_progress(learner.train_reward.remote(pairs, iteration), board,
-                                                "reward_model", iteration, unit="batch")
+                rm_metrics = learner.run("train_reward", pairs, iteration,
+                                         progress=("reward_model", iteration, "batch"))
 
         # 4. Policy update with the configured objective (policy.objective), KL to the frozen reference.
         with phase("policy"):
-            policy_metrics = wait_with_progress(learner.train_policy.remote(flat, iteration, ranked), board,
-                                                "policy", iteration, unit="minibatch")
+            policy_metrics = learner.run("train_policy", flat, iteration, ranked,
+                                         progress=("policy", iteration, "minibatch"))
 
         # 5. Rollout workers serve the new policy.
         with phase("weight_sync"):
-            sync_seconds = rollouts.broadcast("load_weights", learner.policy_state.remote(), sticky=True)
+            sync_seconds = rollouts.broadcast("load_weights", learner.policy_state_ref(), sticky=True)
 
         # 6. Checkpoint files (complete only at step 8, once the iteration is on record).
         with phase("checkpoint"):
-            ray.get(learner.save_checkpoint.remote(str(checkpoint_dir(run_dir, iteration))))
+            learner.run("save_checkpoint", str(checkpoint_dir(run_dir, iteration)))
 
         # 7. Held-out evaluation of the new policy, every eval.every iterations and at the end.
         held_out = {}
@@ -279,8 +280,6 @@ def prefixed(prefix: str, metrics: dict) -> dict:
 def report_held_out(evaluation, total: int, generate, learner, config) -> None:
     """The final policy against the starting one on the held-out prompts, and how well the reward
     model and the ranker order sampled answers the way their similarity to the reference does."""
-    import ray
-
     from crowdless.evaluation import format_table, verdict
     from crowdless.report import write_report
 
@@ -293,9 +292,9 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
 
             ranker_embedder = load_embedder(config.model.embedding)
         score_rewards = None
-        if ray.get(learner.has_reward_model.remote()):
+        if learner.run("has_reward_model"):
             def score_rewards(prompts, answers):
-                return ray.get(learner.score.remote(prompts, answers))
+                return learner.run("score", prompts, answers)
         agreement = evaluation.agreement(generate, score_rewards, ranker_embedder)
     report = write_report(evaluation.out_dir, {f"iter-{total}": table}, agreement,
                           Path(evaluation.out_dir).parent / "metrics.jsonl")

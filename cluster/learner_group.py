@@ -1,0 +1,91 @@
+"""LearnerGroup: resources.learner_workers LearnerWorker actors training as one data-parallel group.
+
+The ranks sit in one placement group (a bundle per rank, packed onto as few nodes as fit) and
+form one torch.distributed group: gloo on CPU, NCCL on GPU, with rank 0's address and port
+picked inside rank 0's bundle (a port taken before the group binds it means a retry). The
+driver reads one line per step: `run(method, *args)` calls every rank with the same arguments,
+in the same order on every rank (the ranks meet in collectives, so order matters), waits for
+all of them and returns rank 0's result; each rank trains on its share of every minibatch
+(actors/learner_worker.py). A rank that fails ends the call at once with an error naming it.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from cluster.console import CallFailed, failure_cause, wait_all, wait_with_progress
+
+RENDEZVOUS_ATTEMPTS = 3
+
+
+class LearnerGroupError(RuntimeError):
+    pass
+
+
+class LearnerGroup:
+    def __init__(self, config, worker_args: tuple, env: dict[str, str], board=None):
+        """worker_args: LearnerWorker's positional arguments up to `replay`; board: the
+        ProgressBoard rank 0 posts its steps to."""
+        from actors.learner_worker import LearnerWorker, free_address
+
+        res = config.resources
+        self.size = res.learner_workers
+        self.board = board
+        bundle = {"CPU": res.learner_cpus, **({"GPU": res.learner_gpus} if res.learner_gpus else {})}
+        self.placement = placement_group([dict(bundle) for _ in range(self.size)], strategy="PACK")
+        ray.get(self.placement.ready())
+        remote_class = ray.remote(LearnerWorker)
+        for attempt in range(1, RENDEZVOUS_ATTEMPTS + 1):
+            address = None
+            if self.size > 1:
+                address = ray.get(ray.remote(free_address).options(
+                    num_cpus=0, scheduling_strategy=self._in_bundle(0)).remote())
+            self.ranks = [
+                remote_class.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus,
+                                     runtime_env={"env_vars": env}, scheduling_strategy=self._in_bundle(rank))
+                .remote(*worker_args, board if rank == 0 else None, rank, self.size, address)
+                for rank in range(self.size)
+            ]
+            try:
+                self.nodes = self._wait([rank.ready.remote() for rank in self.ranks])  # node id per rank
+                return
+            except LearnerGroupError as error:
+                self.shutdown(keep_placement=True)
+                if attempt == RENDEZVOUS_ATTEMPTS or "address already in use" not in str(error).lower():
+                    raise
+                print(f"[crowdless] learner group: port {address[1]} was taken, retrying", flush=True)
+
+    def _in_bundle(self, index: int) -> PlacementGroupSchedulingStrategy:
+        return PlacementGroupSchedulingStrategy(placement_group=self.placement,
+                                                placement_group_bundle_index=index)
+
+    def _wait(self, refs: list, progress: tuple | None = None) -> list:
+        try:
+            if progress is None:
+                return wait_all(refs)
+            return wait_with_progress(refs, self.board, *progress)
+        except CallFailed as failed:
+            raise LearnerGroupError(f"learner rank {failed.index} of {self.size} failed: "
+                                    f"{failure_cause(failed.__cause__)}") from failed.__cause__
+
+    def run(self, method: str, *args, progress: tuple[str, int, str] | None = None):
+        """Every rank's `method(*args)`; rank 0's result. progress: (phase, iteration, unit) draws
+        the phase's bar from rank 0's posts to the board."""
+        return self._wait([getattr(rank, method).remote(*args) for rank in self.ranks], progress)[0]
+
+    def policy_state_ref(self) -> ray.ObjectRef:
+        """The policy's weights, gathered on rank 0, as an object ref the rollout workers read
+        straight from the object store (the driver never holds them)."""
+        refs = [rank.policy_state.remote() for rank in self.ranks]
+        self._wait(refs[1:])  # the other ranks return None once they took part
+        ray.wait(refs[:1])
+        return refs[0]
+
+    def shutdown(self, keep_placement: bool = False) -> None:
+        for rank in getattr(self, "ranks", []):
+            ray.kill(rank)
+        self.ranks = []
+        if not keep_placement:
+            remove_placement_group(self.placement)
