@@ -14,3 +14,10 @@ def start_worker_process(name: str, threads: int | None = None) -> None:
 
     capture_worker_output(name)
     torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
+
+
+def node_id() -> str:
+    """The Ray node this worker runs on ("" outside Ray): every worker's `ready()` answer."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

@@ -31,7 +31,7 @@ import torch
 from algos.objectives import (ObjectiveParams, PolicyLossInputs, PreferenceBatch, RolloutBatch,
                               get_objective, sequence_logprobs)
 from algos.ppo import pairwise_reward_loss
-from actors import start_worker_process
+from actors import node_id, start_worker_process
 from configs.schema import CrowdlessConfig
 from crowdless.models import resolve_dtype
 from crowdless.reward import encode_for_reward, pad_right, sequence_scores, token_values
@@ -131,10 +131,7 @@ class LearnerWorker:
         self.progress = progress
 
     def ready(self) -> str:
-        """The Ray node this rank runs on ("" outside Ray)."""
-        import ray
-
-        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        return node_id()
 
     def _report(self, phase: str, iteration: int, done: int, total: int) -> None:
         if self.progress is not None:

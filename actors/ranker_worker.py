@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors import start_worker_process
+from actors import node_id, start_worker_process
 from configs.schema import RankingConfig
 from crowdless.ranking import embed, load_embedder, rank_group
 from crowdless.records import RankedGroup
@@ -16,8 +16,8 @@ class RankerWorker:
         start_worker_process("ranker")
         self.embedder = load_embedder(embedding_model)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str:
+        return node_id()
 
     def rank(self, groups: list[tuple[int, str, list[str]]], iteration: int) -> list[RankedGroup]:
         """groups: (prompt's position in the iteration, prompt, answers). One embedding call for all;

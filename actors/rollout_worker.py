@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from actors import start_worker_process
+from actors import node_id, start_worker_process
 from configs.schema import ModelConfig, RolloutConfig
 from crowdless.models import resolve_dtype
 from crowdless.prompts import encode_prompt, prompt_seed
@@ -50,7 +50,7 @@ class RolloutWorker:
         self.engine = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval()
 
     def ready(self) -> str:
-        return self.config.backend
+        return node_id()
 
     # ---- sampling ------------------------------------------------------------------------
     def generate(self, prompts: list[str], n: int | None = None, greedy: bool = False,

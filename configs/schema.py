@@ -75,6 +75,10 @@ class RolloutConfig(Section):
         "vllm", description="Sampling engine; transformers generate is the fallback."
     )
     num_workers: int = Field(1, ge=1, description="RolloutWorker replicas.")
+    chunks_per_worker: int = Field(
+        2, ge=1, description="With several rollout workers, each iteration's prompts are cut into this "
+        "many chunks per worker and idle workers pull the next chunk (a slow worker takes fewer); more "
+        "chunks balance better, fewer keep each engine's batch large. One worker takes all prompts at once.")
     prompts_per_iteration: int = Field(8, ge=1, description="Prompts sampled per iteration.")
     samples_per_prompt: int = Field(8, ge=2, description="Answers per prompt (n).")
     temperature: float = Field(0.8, gt=0.0, description="Sampling temperature (paper: 0.8).")

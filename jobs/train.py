@@ -104,7 +104,8 @@ def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path |
                            env, board)
     rollouts = WorkerPool(RolloutWorker, (policy_path, config.model, config.rollout, config.run.seed),
                           config.rollout.num_workers, num_cpus=res.rollout_cpus, num_gpus=res.rollout_gpus,
-                          max_replacements=res.max_worker_restarts, name="rollout", env=env)
+                          max_replacements=res.max_worker_restarts, name="rollout", env=env,
+                          chunks_per_worker=config.rollout.chunks_per_worker)
     rankers = WorkerPool(RankerWorker, (config.model.embedding, config.ranking, config.run.seed),
                          config.ranking.num_workers, num_cpus=res.ranker_cpus, num_gpus=0,
                          max_replacements=res.max_worker_restarts, name="ranker", env=env)
@@ -212,6 +213,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
             # what the uninterrupted run would have, given the same weights.
             sampling_seed = config.run.seed * 1_000_003 + iteration
             samples = rollouts.map("generate", prompts, None, False, None, sampling_seed, progress="rollout")
+            rollout_load = rollouts.last_map
         flat = [rollout for per_prompt in samples for rollout in per_prompt]
 
         # 2. Rank without labels: TextRank, ISODATA, noise-injected pairs.
@@ -255,6 +257,14 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
             "rollout_tokens_per_second": generated_tokens / phase.seconds["seconds_rollout"],
             "weight_sync_seconds_max": max(sync_seconds),
             "rollout_workers": len(rollouts),
+            # per rollout worker, in worker order: prompts answered and their prompts/s (pulled chunks)
+            "rollout_prompts_per_worker": rollout_load["items"],
+            "rollout_prompts_per_second_per_worker": [
+                round(items / seconds, 3) if seconds else 0.0
+                for items, seconds in zip(rollout_load["items"], rollout_load["seconds"])],
+            "rollout_nodes": len(set(rollouts.nodes)),
+            "learner_workers": learner.size,
+            "learner_nodes": len(set(learner.nodes)),
         }
         metrics_log.log(iteration, metrics)
 

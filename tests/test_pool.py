@@ -1,6 +1,7 @@
 """WorkerPool on a real local Ray cluster: order, sharding, resize, and a lost worker's work redone."""
 
 import os
+import time
 
 import pytest
 
@@ -15,6 +16,7 @@ class EchoWorker:
     def __init__(self, marker: str):
         self.marker = marker
         self.offset = 0
+        self.delay = 0.0
 
     def ready(self):
         return True
@@ -22,10 +24,14 @@ class EchoWorker:
     def set_offset(self, offset):
         self.offset = offset
 
+    def set_delay(self, seconds):
+        self.delay = seconds
+
     def double(self, items):
         if "die" in items and not os.path.exists(self.marker):
             open(self.marker, "w").close()
             os._exit(1)
+        time.sleep(self.delay)
         return [item if item == "die" else item * 2 + self.offset for item in items]
 
     def pid(self):
@@ -56,4 +62,22 @@ def test_map_resize_and_replacement(ray_local, tmp_path):
     (tmp_path / "died").unlink()
     with pytest.raises(RuntimeError, match="max_worker_restarts"):
         pool.map("double", ["die", 1])
+    pool.shutdown()
+
+
+def test_idle_workers_pull_the_next_chunk(ray_local, tmp_path):
+    """A slow worker does not hold the rest back: the fast one pulls most chunks, every item is
+    answered once and in order, and the pool reports the items and busy seconds per worker."""
+    pool = WorkerPool(EchoWorker, (str(tmp_path / "died"),), 2, num_cpus=0.1, num_gpus=0,
+                      max_replacements=1, name="echo", chunks_per_worker=4)
+    import ray
+
+    ray.get(pool.workers[0].set_delay.remote(1.0))
+    assert pool.map("double", list(range(16))) == [2 * i for i in range(16)]
+    slow, fast = pool.last_map["items"]
+    assert slow + fast == 16 and fast >= 3 * slow and slow >= 2  # 8 chunks of 2: the slow one took 1 or 2
+    assert pool.last_map["seconds"][0] >= 1.0 and len(pool.nodes) == 2
+    # a worker lost mid-map: its chunk is redone by the replacement, nothing answered twice
+    assert pool.map("double", [1, 2, "die", 4, 5, 6, 7, 8]) == [2, 4, "die", 8, 10, 12, 14, 16]
+    assert sum(pool.last_map["items"]) == 8 and pool.replacements == 1
     pool.shutdown()
