@@ -97,7 +97,7 @@ class LearnerWorker:
 
         self.config = config
         self.rank, self.world_size = rank, world_size
-        start_worker_process("learner", threads=int(config.resources.learner_cpus) if world_size > 1 else None)
+        start_worker_process("learner", threads=max(1, int(config.resources.learner_cpus)) if world_size > 1 else None)
         self.policy_path, self.reward_path = policy_path, reward_path
         self.use_cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.use_cuda else "cpu")

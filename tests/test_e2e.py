@@ -138,12 +138,14 @@ def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
 
 
 def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_path):
-    """Checkpoint fault drill: SIGKILL to the whole job (driver, local Ray cluster, workers) the moment
-    iteration 2's checkpoint folder appears, while the learner writes it; --resume then redoes
-    iteration 2 from checkpoint 1, and the record holds every iteration exactly once."""
+    """Checkpoint fault drill, with a learner group of 2 ranks: SIGKILL to the whole job (driver, local
+    Ray cluster, workers) the moment iteration 2's checkpoint folder appears, while the learner
+    writes it; --resume then redoes iteration 2 from checkpoint 1 (both ranks' optimizer states),
+    and the record holds every iteration exactly once."""
     run_dir = tmp_path / "run"
+    group = ("resources.learner_workers=2", "resources.learner_cpus=0.5")
     job = subprocess.Popen([sys.executable, "jobs/train.py", "--config", "tiny", "--run-dir", str(run_dir),
-                            "run.iterations=3"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            "run.iterations=3", *group], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     being_written = run_dir / "checkpoints" / "iter-2"
     deadline = time.monotonic() + 900
@@ -156,10 +158,12 @@ def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(t
     assert latest.resolve().name == "iter-1" and not (being_written / "state.json").exists()
     assert [m["iteration"] for m in _metrics(run_dir)] == [1]
 
-    out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3")
+    out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3", *group)
     assert "removed incomplete checkpoints of a stopped run: iter-2" in out
+    assert "optimizer state of policy, reward_model, value_model" in out
     assert "resuming at iteration 2" in out and "[iter 1/3]" not in out and "[iter 2/3]" in out
-    assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
+    metrics = _metrics(run_dir)
+    assert [m["iteration"] for m in metrics] == [1, 2, 3] and metrics[-1]["learner_workers"] == 2
     assert latest.resolve().name == "iter-3"
     for iteration in (1, 2, 3):
         folder = run_dir / "checkpoints" / f"iter-{iteration}"
@@ -177,7 +181,12 @@ def test_a_worker_failure_prints_its_cause(tmp_path):
     assert (run_dir / "logs" / "driver-error.log").exists()
 
 
-def test_ray_job_submit_on_a_head_node(tmp_path):
+def test_ray_job_submit_on_two_nodes(tmp_path):
+    """`ray start --head` and a second node joining it with `ray start --address` on loopback, 2 CPUs
+    each; `ray job submit` runs a tiny job whose 2 learner ranks (1.25 CPUs each) cannot share a
+    node and whose 2 rollout workers spread: both ran on both nodes, and the checkpoints load."""
+    from transformers import AutoModelForCausalLM
+
     ray = str(Path(sys.executable).parent / "ray")
     # as a user with the venv activated: `python` in the entrypoint is the venv's
     env = {**ENV, "RAY_AUTH_MODE": "disabled",  # loopback-only test cluster: no token auth
@@ -188,18 +197,26 @@ def test_ray_job_submit_on_a_head_node(tmp_path):
                              env=env, capture_output=True, text=True)
     assert started.returncode == 0, started.stderr
     try:
+        joined = subprocess.run([ray, "start", "--address=127.0.0.1:6379", "--num-cpus=2", "--disable-usage-stats"],
+                                env=env, capture_output=True, text=True)
+        assert joined.returncode == 0, joined.stderr
         run_dir = tmp_path / "submitted"
         submit = subprocess.run(
             [ray, "job", "submit", "--address", "http://127.0.0.1:8265", "--working-dir", ".",
              "--runtime-env-json", json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1"},
                                                "excludes": [".venv", "runs", ".git"]}),
              "--", "python", "jobs/train.py", "--config", "configs/tiny.yaml", "--run-dir", str(run_dir),
-             "run.iterations=1", "serve.enabled=true", "serve.port=8766"],
+             "run.iterations=1", "serve.enabled=true", "serve.port=8766", "resources.learner_workers=2",
+             "resources.learner_cpus=1.25", "rollout.num_workers=2"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "succeeded" in submit.stdout
-        assert [m["iteration"] for m in _metrics(run_dir)] == [1]
-        assert (run_dir / "checkpoints" / "latest" / "policy" / "config.json").exists()
+        [metrics] = _metrics(run_dir)
+        assert metrics["iteration"] == 1 and metrics["learner_workers"] == 2
+        assert metrics["learner_nodes"] == 2 and metrics["rollout_nodes"] == 2
+        assert sum(metrics["rollout_prompts_per_worker"]) == 4  # tiny: 4 prompts, each answered once
+        AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "latest" / "policy")
+        assert (run_dir / "checkpoints" / "latest" / "training_state" / "rng-rank1.pt").exists()
         # serve.enabled: the job started the Serve app, which outlives it on the cluster
         from openai import OpenAI
 
