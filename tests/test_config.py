@@ -5,7 +5,7 @@ from configs.schema import CONFIG_DIR, ConfigError, CrowdlessConfig, Section, du
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("name", ["default", "tiny", "paper"])
+@pytest.mark.parametrize("name", ["default", "tiny", "paper", "gpu"])
 def test_packaged_configs_load(name):
     config = load_config(CONFIG_DIR / f"{name}.yaml")
     assert isinstance(config, CrowdlessConfig)
