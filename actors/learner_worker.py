@@ -33,6 +33,7 @@ from algos.objectives import (ObjectiveParams, PolicyLossInputs, PreferenceBatch
 from algos.ppo import pairwise_reward_loss
 from actors import node_id, start_worker_process
 from configs.schema import CrowdlessConfig
+from crowdless.lora import add_lora, merged_state_dict
 from crowdless.models import resolve_dtype
 from crowdless.reward import encode_for_reward, pad_right, sequence_scores, token_values
 from crowdless.prompts import encode_answer, encode_prompt
@@ -188,7 +189,15 @@ class LearnerWorker:
         return model
 
     def _engine(self, model, lr: float, micro_batch: int):
+        """A DeepSpeed engine training `model` (with LoRA adapters added first, learner.lora_rank)."""
         import deepspeed
+
+        learner = self.config.learner
+        if learner.lora_rank:
+            model = add_lora(model, learner.lora_rank, learner.lora_alpha, learner.lora_targets,
+                             trainable=("score",))
+            if learner.gradient_checkpointing:  # frozen embeddings: checkpointed blocks need a grad input
+                model.enable_input_require_grads()
 
         ds_config = {
             "train_micro_batch_size_per_gpu": micro_batch,
@@ -206,7 +215,8 @@ class LearnerWorker:
             "steps_per_print": 10**9,
         }
         # foreach=False: the multi-tensor kernels hold a model-sized temporary per op.
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, foreach=False)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                      weight_decay=0.0, foreach=False)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         return engine
 
@@ -505,6 +515,8 @@ class LearnerWorker:
     def _full_state_dict(self, engine) -> dict[str, torch.Tensor]:
         if self.config.learner.zero_stage == 3:
             return engine._zero3_consolidated_16bit_state_dict()
+        if self.config.learner.lora_rank:
+            return merged_state_dict(engine.module)
         # A copy per tensor: DeepSpeed's parameters are views into one flat buffer, and
         # pickling a view (to send it through Ray) would serialise the whole buffer each time.
         return {name: tensor.detach().to("cpu", copy=True) for name, tensor in engine.module.state_dict().items()}

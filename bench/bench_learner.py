@@ -1,6 +1,7 @@
 """Policy-phase throughput of the learner: response tokens/s per objective, on a fixed batch.
 
     python bench/bench_learner.py [--objectives grpo,ppo] [--old-logprobs engine,recompute] [--prompts 8] ...
+        [--set learner.lora_rank=16 --out learner-lora]
 
 A default iteration's batch (8 prompts x 8 answers of up to 48 tokens, SmolLM2-135M, the
 machine's auto dtype): the same rollouts and ranker groups for every objective, one warm-up
@@ -69,7 +70,7 @@ def bench_objective(objective: str, old_logprobs: str, args) -> dict:
                                       f"ppo.old_logprobs={old_logprobs}",
                                       f"rollout.prompts_per_iteration={args.prompts}",
                                       f"rollout.samples_per_prompt={args.answers}",
-                                      f"rollout.max_new_tokens={args.tokens}"])
+                                      f"rollout.max_new_tokens={args.tokens}", *args.set])
     path = resolve_model(config.model.policy)
     learner = LearnerWorker(config, path, path, path)
     rollouts, groups = make_batch(learner.tokenizer, args.prompts, args.answers, args.tokens, config)
@@ -93,6 +94,9 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every objective, e.g. learner.lora_rank=16")
+    parser.add_argument("--out", default="learner", help="results file name under bench/results/")
     args = parser.parse_args()
     figures = {"workload": vars(args)}
     for objective in args.objectives.split(","):
@@ -101,7 +105,7 @@ def main() -> None:
             figures[name] = row = bench_objective(objective, old_logprobs, args)
             print(f"{name:<20} {row['seconds']:7.1f} s per policy phase  "
                   f"{row['tokens_per_second']:7.1f} response tokens/s  ({row['dtype']})", flush=True)
-    write_results("learner", figures)
+    write_results(args.out, figures)
 
 
 if __name__ == "__main__":

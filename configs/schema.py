@@ -188,6 +188,15 @@ class LearnerConfig(Section):
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping.")
+    lora_rank: int = Field(
+        0, ge=0, description="LoRA adapters of this rank on the policy, reward and value models (only "
+        "they and the scalar heads train; checkpoints and weight syncs carry merged weights); 0 trains "
+        "every weight. LoRA usually wants a larger learning rate (ppo.lr, reward.lr), e.g. 1e-4.")
+    lora_alpha: float = Field(32.0, gt=0.0, description="LoRA scale numerator: updates scale by alpha / rank.")
+    lora_targets: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1, description="Linear layers (name suffixes) that get adapters; Llama / Qwen / "
+        "Mistral names by default.")
 
 
 class ResourcesConfig(Section):
@@ -252,6 +261,13 @@ class CrowdlessConfig(Section):
     resources: ResourcesConfig = ResourcesConfig()
     serve: ServeConfig = ServeConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _lora_needs_whole_weights(self) -> CrowdlessConfig:
+        if self.learner.lora_rank and self.learner.zero_stage == 3:
+            raise ValueError("learner.lora_rank needs learner.zero_stage 0, 1 or 2: under ZeRO-3 the "
+                             "weights the adapters merge into are sharded")
+        return self
 
     @model_validator(mode="after")
     def _ppo_minibatch_fits(self) -> CrowdlessConfig:

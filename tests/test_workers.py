@@ -197,12 +197,17 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     assert (tmp_path / "reward_model").exists() == learner.has_reward_model()
 
 
-def test_resumed_learner_continues_exactly(config, tiny_model_dir, tmp_path, embedder):
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_resumed_learner_continues_exactly(lora_rank, tiny_model_dir, tmp_path, embedder):
     """Iterations 1-3 in one learner, against 1-2, a checkpoint, and 3 in a new learner built from
     it (as `--resume` does): the same iteration-3 weights for the policy, reward and value models.
-    Without the optimizer state the new learner's Adam moments restart and the weights differ."""
+    Without the optimizer state the new learner's Adam moments restart and the weights differ.
+    With LoRA the checkpoint's HF folders hold merged weights, and the training state the
+    adapters and the unmerged base weights."""
     from actors.learner_worker import LearnerWorker, load_replay
     from algos.pairs import PreferencePair
+
+    config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", f"learner.lora_rank={lora_rank}"])
 
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
 
@@ -315,3 +320,35 @@ def test_two_learner_ranks_take_the_step_one_learner_takes(ray_local, tmp_path, 
     finally:
         resumed.shutdown()
     assert single.load_training_state(folder) == []  # saved by two ranks: one rank cannot take their moments
+
+
+def test_lora_trains_only_the_adapters_and_exports_merged_weights(tmp_path, tiny_model_dir, embedder):
+    """learner.lora_rank: only the adapters (and the reward and value models' score heads) train,
+    the frozen weights stay as loaded, and the weights that leave the learner (weight sync,
+    checkpoint) are merged under the plain model's names: transformers loads the checkpoint and
+    gives the learner's own outputs."""
+    from transformers import AutoModelForCausalLM
+
+    from actors.learner_worker import LearnerWorker
+    from algos.pairs import PreferencePair
+
+    config = load_config("tiny", [f"run.dir={tmp_path}", "learner.lora_rank=4", "ppo.lr=1e-2", "reward.lr=1e-2"])
+    rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    start = learner.policy_state()
+    frozen = {n: p.detach().clone() for n, p in learner.policy.module.named_parameters() if not p.requires_grad}
+    for engine in (learner.policy, learner.reward):
+        trainable = [n for n, p in engine.module.named_parameters() if p.requires_grad]
+        assert trainable and all("lora_" in n or n.startswith("score.") for n in trainable)
+    learner.train_reward([PreferencePair(f"q {i}?", "a clear answer.", f"zz {i}", 0, 1) for i in range(8)], 1)
+    learner.train_policy(rollouts, 1, groups)
+    assert all(torch.equal(p, frozen[n]) for n, p in learner.policy.module.named_parameters() if n in frozen)
+    after = learner.policy_state()
+    assert after.keys() == start.keys()
+    assert max((after[n] - start[n]).abs().max().item() for n in start) > 1e-4
+    learner.save_checkpoint(str(tmp_path / "checkpoint"))
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint" / "policy")
+    ids = torch.tensor([rollouts[0].prompt_ids + rollouts[0].response_ids])
+    with torch.no_grad():
+        torch.testing.assert_close(saved(input_ids=ids).logits, learner.policy.module(input_ids=ids).logits,
+                                   rtol=0, atol=1e-5)
