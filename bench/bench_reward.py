@@ -38,7 +38,8 @@ def bench_crowdless(model: str, pairs, batch: int, max_length: int, dtype: str) 
     from crowdless.models import resolve_model
 
     config = load_config("default", [f"reward.batch_size={batch}", f"reward.max_length={max_length}",
-                                      "reward.eval_fraction=0", "reward.replay_pairs=0", f"model.dtype={dtype}"])
+                                      "reward.eval_fraction=0", "reward.replay_pairs=0", f"model.dtype={dtype}",
+                                      "reward.source=reward_model"])  # the default trains no reward model
     path = resolve_model(model)
     learner = LearnerWorker(config, path, path, path)
     learner.train_reward(pairs[:batch], iteration=0)  # warm-up
@@ -86,8 +87,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                        help="auto: bfloat16 where the machine multiplies it natively, else float32")
     args = parser.parse_args()
+    from crowdless.models import resolve_dtype
+
+    args.dtype = resolve_dtype(args.dtype)
     pairs = make_pairs(args.pairs)
     figures = {"workload": vars(args)}
     figures["crowdless_pairs_per_second"] = bench_crowdless(args.model, pairs, args.batch, args.max_length, args.dtype)
