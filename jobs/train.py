@@ -326,7 +326,7 @@ def iteration_line(iteration: int, total: int, metrics: dict) -> str:
     # reward and rm_acc only where a reward model scores: the ranker's rewards are centred (mean 0)
     scored = (f"reward {metrics.get('reward_mean', nan):+.3f}  rm_acc {metrics['rm_accuracy']:.2f}  "
               if "rm_accuracy" in metrics else "")
-    return (f"[iter {iteration}/{total}] {scored}kl {metrics.get('kl', nan):.4f}  "
+    return (f"[iter {iteration}/{total}] {scored}kl {round(metrics.get('kl', nan), 4) + 0.0:.4f}  "
             f"pairs {metrics['pairs']}  "
             f"len {metrics['response_length']:.1f}  "
             + (f"held-out cosine {metrics['eval_cosine']:.3f}  " if "eval_cosine" in metrics else "")
