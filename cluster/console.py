@@ -104,12 +104,14 @@ def wait_with_progress(refs: list, board, phase: str, iteration: int, unit: str 
     from tqdm import tqdm
 
     bar = tqdm(desc=phase, unit=unit, leave=False, total=None)
+    shown = [None]
 
     def draw():
         posted = ray.get(board.read.remote(phase, iteration))
-        if posted is not None:
+        if posted is not None and posted != shown[0]:  # redraw on progress only: logs stay short
             bar.total, bar.n = posted[1], posted[0]
             bar.refresh()
+            shown[0] = posted
 
     try:
         return wait_all(refs, draw)
