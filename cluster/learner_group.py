@@ -12,6 +12,7 @@ all of them and returns rank 0's result; each rank trains on its share of every 
 from __future__ import annotations
 
 import ray
+from ray.exceptions import RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -67,8 +68,26 @@ class LearnerGroup:
                 return wait_all(refs)
             return wait_with_progress(refs, self.board, *progress)
         except CallFailed as failed:
-            raise LearnerGroupError(f"learner rank {failed.index} of {self.size} failed: "
-                                    f"{failure_cause(failed.__cause__)}") from failed.__cause__
+            errors = self._failures(refs, {failed.index: failed.__cause__})
+            # A rank that died makes its peers' collectives fail too, often first: name the dead one.
+            died = [rank for rank, error in errors.items() if isinstance(error, RayActorError)]
+            rank = died[0] if died else failed.index
+            others = sorted(set(errors) - {rank})
+            raise LearnerGroupError(
+                f"learner rank {rank} of {self.size} failed: {failure_cause(errors[rank])}"
+                + (f" (rank {', '.join(map(str, others))} stopped with it)" if others else "")) from errors[rank]
+
+    @staticmethod
+    def _failures(refs: list, errors: dict, seconds: float = 5.0) -> dict:
+        """The errors of every call that fails within `seconds` of the first failure."""
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=seconds)
+        for rank, ref in enumerate(refs):
+            if ref in ready and rank not in errors:
+                try:
+                    ray.get(ref)
+                except Exception as error:
+                    errors[rank] = error
+        return errors
 
     def run(self, method: str, *args, progress: tuple[str, int, str] | None = None):
         """Every rank's `method(*args)`; rank 0's result. progress: (phase, iteration, unit) draws

@@ -279,7 +279,7 @@ def test_two_learner_ranks_take_the_step_one_learner_takes(ray_local, tmp_path, 
 
     from actors.learner_worker import LearnerWorker
     from algos.pairs import PreferencePair
-    from cluster.learner_group import LearnerGroup
+    from cluster.learner_group import LearnerGroup, LearnerGroupError
 
     overrides = [f"run.dir={tmp_path}", "reward.batch_size=3", "resources.learner_cpus=1"]
     config = load_config("tiny", overrides)
@@ -317,6 +317,9 @@ def test_two_learner_ranks_take_the_step_one_learner_takes(ray_local, tmp_path, 
                                           f"{folder}/value_model", None), env={})
     try:
         assert resumed.run("load_training_state", folder) == ["policy", "reward_model", "value_model"]
+        ray_local.kill(resumed.ranks[1])  # a rank dies: the next call ends at once, naming it
+        with pytest.raises(LearnerGroupError, match="learner rank 1 of 2 failed"):
+            resumed.run("train_policy", rollouts, 2, groups)
     finally:
         resumed.shutdown()
     assert single.load_training_state(folder) == []  # saved by two ranks: one rank cannot take their moments
