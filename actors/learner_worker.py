@@ -416,8 +416,8 @@ class LearnerWorker:
                        _chunks(len(rollouts), cfg.minibatch_size, torch.randperm(len(rollouts), generator=generator))]
         for step, minibatch in enumerate(minibatches):
             rows, real = self._my_share(minibatch)
-            tokens = mask[rows].sum().item() * real
-            weight = self._group_weight(tokens, mask[minibatch].sum().item(), real)
+            tokens, whole = mask[rows].sum().item() * real, max(1.0, mask[minibatch].sum().item())
+            weight = self._group_weight(tokens, whole, real)
             logprobs = self._response_logprobs(self.policy, batch, rows)
             if step == 0 and has_engine_logprobs:  # before any update: are the engine's log-probs ours?
                 gap = ((engine_logprobs[rows] - logprobs.detach()).abs() * mask[rows]).sum().item() * real
@@ -436,7 +436,7 @@ class LearnerWorker:
                 self.value.backward((cfg.vf_coef * v_loss * weight).to(self.device))
                 self.value.step()
                 step_loss_metrics = {**step_loss_metrics, **value_metrics}
-            share = tokens / mask[minibatch].sum().item()
+            share = tokens / whole
             for key, value in step_loss_metrics.items():
                 step_metrics[key] = step_metrics.get(key, 0.0) + value * share
             self._report("policy", iteration, step + 1, len(minibatches))

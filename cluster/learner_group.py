@@ -53,8 +53,9 @@ class LearnerGroup:
                 self.nodes = self._wait([rank.ready.remote() for rank in self.ranks])  # node id per rank
                 return
             except LearnerGroupError as error:
-                self.shutdown(keep_placement=True)
-                if attempt == RENDEZVOUS_ATTEMPTS or "address already in use" not in str(error).lower():
+                retry = attempt < RENDEZVOUS_ATTEMPTS and "address already in use" in str(error).lower()
+                self.shutdown(keep_placement=retry)
+                if not retry:
                     raise
                 print(f"[crowdless] learner group: port {address[1]} was taken, retrying", flush=True)
 
