@@ -16,22 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_learner import make_batch, with_sampling_logprobs  # noqa: E402
-from common import write_results  # noqa: E402
-
-
-def fastest(function, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+from common import best_seconds, write_results  # noqa: E402
 
 
 def bench_rollout(config, workers: int, prompts: list[str], repeats: int) -> dict:
@@ -43,8 +33,13 @@ def bench_rollout(config, workers: int, prompts: list[str], repeats: int) -> dic
     pool = WorkerPool(RolloutWorker, (resolve_model(config.model.policy), config.model, config.rollout, 0),
                       workers, num_cpus=res.rollout_cpus, num_gpus=res.rollout_gpus, max_replacements=0,
                       name="rollout", chunks_per_worker=config.rollout.chunks_per_worker)
+    samples: list = []
+
+    def sample() -> None:  # seeded: every repeat samples the same answers
+        samples[:] = pool.map("generate", prompts, None, False, None, 7)
+
     try:
-        seconds, samples = fastest(lambda: pool.map("generate", prompts, None, False, None, 7), repeats)
+        seconds = best_seconds(sample, repeats)
     finally:
         pool.shutdown()
     tokens = sum(len(r.response_ids) for group in samples for r in group)
@@ -66,7 +61,7 @@ def bench_learner(config, ranks: int, args, repeats: int) -> dict:
     try:
         group.run("train_policy", rollouts, 0, groups)  # warm-up
         calls = iter(range(1, repeats + 1))
-        seconds, _ = fastest(lambda: group.run("train_policy", rollouts, next(calls), groups), repeats)
+        seconds = best_seconds(lambda: group.run("train_policy", rollouts, next(calls), groups), repeats)
     finally:
         group.shutdown()
     tokens = sum(len(r.response_ids) for r in rollouts)
