@@ -1,6 +1,6 @@
 """Policy-phase throughput of the learner: response tokens/s per objective, on a fixed batch.
 
-    python bench/bench_learner.py [--objectives grpo,ppo] [--old-logprobs engine,recompute] [--prompts 8] ...
+    python bench/bench_learner.py [--config default] [--objectives grpo,ppo] [--old-logprobs engine,recompute] [--prompts 8] ...
         [--set learner.lora_rank=16 --out learner-lora]
 
 A default iteration's batch (8 prompts x 8 answers of up to 48 tokens, SmolLM2-135M, the
@@ -66,7 +66,7 @@ def bench_objective(objective: str, old_logprobs: str, args) -> dict:
     from crowdless.models import resolve_model
 
     source = "reward_model" if objective == "ppo" else "ranker"
-    config = load_config("default", [f"policy.objective={objective}", f"reward.source={source}",
+    config = load_config(args.config, [f"policy.objective={objective}", f"reward.source={source}",
                                       f"ppo.old_logprobs={old_logprobs}",
                                       f"rollout.prompts_per_iteration={args.prompts}",
                                       f"rollout.samples_per_prompt={args.answers}",
@@ -88,6 +88,7 @@ def bench_objective(objective: str, old_logprobs: str, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="default", help="a name under configs/ or a YAML path")
     parser.add_argument("--objectives", default="grpo,ppo")
     parser.add_argument("--old-logprobs", default="engine,recompute")
     parser.add_argument("--prompts", type=int, default=8)
