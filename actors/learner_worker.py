@@ -44,15 +44,17 @@ ZERO_BUCKET_ELEMENTS = 2 * 10**7  # ZeRO reduce / all-gather bucket size
 TRAINING_STATE = "training_state"  # checkpoint folder with optimizer and RNG states, for exact resume
 
 
-def free_address() -> tuple[str, int]:
-    """This machine's address and a free TCP port: rank 0's rendezvous, picked where rank 0 runs."""
-    import ray
-
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("", 0))
-        port = probe.getsockname()[1]
-    address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
-    return address, port
+        return probe.getsockname()[1]
+
+
+def free_address() -> tuple[str, int]:
+    """This Ray node's address and a free TCP port: rank 0's rendezvous, picked where rank 0 runs."""
+    import ray
+
+    return ray.util.get_node_ip_address(), free_port()
 
 
 def _init_process_group(use_cuda: bool, rank: int, world_size: int, address: tuple[str, int] | None) -> None:
@@ -62,7 +64,7 @@ def _init_process_group(use_cuda: bool, rank: int, world_size: int, address: tup
 
     if dist.is_initialized():
         return
-    host, port = address or ("127.0.0.1", free_address()[1])
+    host, port = address or ("127.0.0.1", free_port())  # one learner alone: no Ray needed
     # one GPU per rank: Ray sets CUDA_VISIBLE_DEVICES, so each rank's device is its cuda:0
     os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": "0", "WORLD_SIZE": str(world_size)})
