@@ -119,6 +119,9 @@ class LearnerWorker:
             policy.gradient_checkpointing_enable()
         self.policy = self._engine(policy, config.ppo.lr, config.ppo.minibatch_size)
         self.reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=self.dtype)
+        # Until the policy's first step it is the reference (a run's first iteration): the
+        # reference's log-probs are then the sampling policy's, and need no forward pass.
+        self.policy_is_reference = Path(policy_path).resolve() == Path(reference_path).resolve()
         self.reference.to(self.device).eval().requires_grad_(False)
         self.objective = get_objective(config.policy.objective)
         # Only policy-gradient objectives scored by a reward model need one: none is built otherwise.
@@ -216,9 +219,10 @@ class LearnerWorker:
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
         }
-        # foreach=False: the multi-tensor kernels hold a model-sized temporary per op.
+        # fused: one pass over the weights per step (CPU and CUDA), where the per-op kernels make
+        # about ten, and the multi-tensor ones hold a model-sized temporary per op.
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                      weight_decay=0.0, foreach=False)
+                                      weight_decay=0.0, fused=True)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         return engine
 
@@ -356,19 +360,23 @@ class LearnerWorker:
     def _rollout_statistics(self, batch: dict, engine_logprobs: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Log-probs of the sampling policy and the reference, and values when there is a critic.
         The sampling policy's log-probs are the engine's own where given: it held the learner's
-        weights when it sampled, so a forward pass here would only repeat them."""
+        weights when it sampled, so a forward pass here would only repeat them. Likewise the
+        reference's, while the policy has not moved from it."""
         self.policy.module.eval()
         parts = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
         for rows in _chunks(len(batch["ids"]), self.config.ppo.minibatch_size):
             if engine_logprobs is None:
                 parts["old_logprobs"].append(self._response_logprobs(self.policy.module, batch, rows))
-            parts["ref_logprobs"].append(self._response_logprobs(self.reference, batch, rows))
+            if not self.policy_is_reference:
+                parts["ref_logprobs"].append(self._response_logprobs(self.reference, batch, rows))
             if self.value is not None:
                 self.value.module.eval()
                 parts["old_values"].append(self._response_values(self.value.module, batch, rows))
         stats = {key: torch.cat(value) if value else None for key, value in parts.items()}
         if engine_logprobs is not None:
             stats["old_logprobs"] = engine_logprobs * batch["mask"]
+        if self.policy_is_reference:
+            stats["ref_logprobs"] = stats["old_logprobs"].clone()
         return stats
 
     def _objective_params(self) -> ObjectiveParams:
@@ -430,6 +438,7 @@ class LearnerWorker:
                                  stats["ref_logprobs"][rows]), params)
             self.policy.backward((loss * weight).to(self.device))
             self.policy.step()
+            self.policy_is_reference = False
             if objective.uses_value_model:
                 self.value.module.train()
                 new_values = self._response_values(self.value.module, batch, rows)
@@ -502,6 +511,7 @@ class LearnerWorker:
             loss, metrics = objective.loss(PreferenceBatch(logps[index_t], ref[index_t], torch.tensor(valid)), params)
             self.policy.backward((loss * self._group_weight(len(chosen), len(whole_step), real)).to(self.device))
             self.policy.step()
+            self.policy_is_reference = False
             share = len(chosen) / len(whole_step) if real else 0.0
             for key, value in metrics.items():
                 step_metrics[key] = step_metrics.get(key, 0.0) + value * share
@@ -572,6 +582,7 @@ class LearnerWorker:
                 engine.load_checkpoint(str(state / name), tag=TRAINING_STATE, load_module_strict=True,
                                        load_optimizer_states=True, load_lr_scheduler_states=True)
                 restored.append(name)
+        self.policy_is_reference = self.policy_is_reference and "policy" not in restored
         if (state / _rng_file(self.rank)).exists():
             torch.set_rng_state(torch.load(state / _rng_file(self.rank))["torch_rng"])
         return restored

@@ -1,12 +1,13 @@
 """Policy-phase throughput of the learner: response tokens/s per objective, on a fixed batch.
 
-    python bench/bench_learner.py [--config default] [--objectives grpo,ppo] [--old-logprobs engine,recompute] [--prompts 8] ...
-        [--set learner.lora_rank=16 --out learner-lora]
+    python bench/bench_learner.py [--config default] [--objectives grpo,ppo] [--old-logprobs engine,recompute]
+        [--prompts N --answers N --tokens N] [--set learner.lora_rank=16 --out learner-lora]
 
-A default iteration's batch (8 prompts x 8 answers of up to 48 tokens, SmolLM2-135M, the
-machine's auto dtype): the same rollouts and ranker groups for every objective, one warm-up
-phase, then the fastest of --repeats phases. ppo trains its value model too and scores with a
-reward model; the others take the ranker's scores (reward.source=ranker). Each objective runs
+The config's iteration batch (default: 16 prompts x 8 answers of up to 48 tokens, SmolLM2-135M,
+the machine's auto dtype): the same rollouts and ranker groups for every objective, one warm-up
+phase, then the fastest of --repeats phases, beside the phase's arithmetic floor (its
+unavoidable FLOPs over this machine's measured matrix-product rate). ppo trains its value model
+too and scores with a reward model; the others take the ranker's scores (reward.source=ranker). Each objective runs
 with ppo.old_logprobs=engine (the rollouts carry the sampling policy's log-probs, computed once
 here as the engine would return them) and =recompute (the learner repeats that forward pass).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import write_results  # noqa: E402
+from common import best_seconds, write_results  # noqa: E402
 
 
 def make_batch(tokenizer, prompts: int, answers: int, tokens: int, config):
@@ -60,20 +61,50 @@ def with_sampling_logprobs(learner, rollouts):
             for i, r in enumerate(rollouts)]
 
 
+def matmul_flops_per_second(dtype, size: int = 2048) -> float:
+    """This machine's dense matrix-product rate in `dtype` (GPU if present): the ceiling under
+    which the learner's arithmetic runs."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+
+    def product():
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    product()
+    return 2 * size**3 / best_seconds(product, repeats=5)
+
+
+def floor_flops(learner, rollouts, config) -> float:
+    """The arithmetic a policy phase cannot avoid: per prompt+answer token, 2 x parameters for
+    the reference forward and, per epoch, 6 x parameters for the policy's forward and backward
+    (4 with LoRA, whose frozen weights get no gradient). Padding, the value model, the reward
+    model and everything else come on top, so measured time over this floor is the overhead."""
+    parameters = sum(p.numel() for p in learner.policy.module.parameters())
+    tokens = sum(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
+    per_epoch = 4 if config.learner.lora_rank else 6
+    return tokens * parameters * (2 + per_epoch * config.ppo.epochs)
+
+
 def bench_objective(objective: str, old_logprobs: str, args) -> dict:
     from actors.learner_worker import LearnerWorker
     from configs.schema import load_config
     from crowdless.models import resolve_model
 
     source = "reward_model" if objective == "ppo" else "ranker"
+    workload = {"rollout.prompts_per_iteration": args.prompts, "rollout.samples_per_prompt": args.answers,
+                "rollout.max_new_tokens": args.tokens}
     config = load_config(args.config, [f"policy.objective={objective}", f"reward.source={source}",
-                                      f"ppo.old_logprobs={old_logprobs}",
-                                      f"rollout.prompts_per_iteration={args.prompts}",
-                                      f"rollout.samples_per_prompt={args.answers}",
-                                      f"rollout.max_new_tokens={args.tokens}", *args.set])
+                                       f"ppo.old_logprobs={old_logprobs}", *args.set,
+                                       *(f"{key}={value}" for key, value in workload.items() if value)])
     path = resolve_model(config.model.policy)
     learner = LearnerWorker(config, path, path, path)
-    rollouts, groups = make_batch(learner.tokenizer, args.prompts, args.answers, args.tokens, config)
+    rollout = config.rollout
+    rollouts, groups = make_batch(learner.tokenizer, rollout.prompts_per_iteration, rollout.samples_per_prompt,
+                                  rollout.max_new_tokens, config)
     rollouts = with_sampling_logprobs(learner, rollouts)
     tokens = sum(len(r.response_ids) for r in rollouts)
     learner.train_policy(rollouts, 0, groups)  # warm-up (and the value model's construction)
@@ -82,8 +113,9 @@ def bench_objective(objective: str, old_logprobs: str, args) -> dict:
         start = time.perf_counter()
         learner.train_policy(rollouts, repeat + 1, groups)
         best = min(best, time.perf_counter() - start)
+    floor = floor_flops(learner, rollouts, config) / matmul_flops_per_second(learner.dtype)
     return {"seconds": best, "response_tokens": tokens, "tokens_per_second": tokens / best,
-            "dtype": str(learner.dtype)}
+            "dtype": str(learner.dtype), "floor_seconds": floor, "floor_share": floor / best}
 
 
 def main() -> None:
@@ -91,9 +123,9 @@ def main() -> None:
     parser.add_argument("--config", default="default", help="a name under configs/ or a YAML path")
     parser.add_argument("--objectives", default="grpo,ppo")
     parser.add_argument("--old-logprobs", default="engine,recompute")
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--answers", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--prompts", type=int, help="default: the config's rollout.prompts_per_iteration")
+    parser.add_argument("--answers", type=int, help="default: the config's rollout.samples_per_prompt")
+    parser.add_argument("--tokens", type=int, help="default: the config's rollout.max_new_tokens")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every objective, e.g. learner.lora_rank=16")
@@ -105,7 +137,8 @@ def main() -> None:
             name = f"{objective}/{old_logprobs}"
             figures[name] = row = bench_objective(objective, old_logprobs, args)
             print(f"{name:<20} {row['seconds']:7.1f} s per policy phase  "
-                  f"{row['tokens_per_second']:7.1f} response tokens/s  ({row['dtype']})", flush=True)
+                  f"{row['tokens_per_second']:7.1f} response tokens/s  ({row['dtype']})  "
+                  f"arithmetic floor {row['floor_seconds']:.1f} s ({100 * row['floor_share']:.0f}%)", flush=True)
     write_results(args.out, figures)
 
 

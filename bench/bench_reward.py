@@ -2,6 +2,7 @@
 
     pip install trl   # benchmark only; not a runtime dependency
     python bench/bench_reward.py [--model embedded:smollm2-135m-instruct] [--pairs 64] [--batch 8]
+        [--set learner.zero_stage=0] [--only crowdless|trl] [--out NAME]
 
 Same model, same pairs (chatterbot reference answers vs noised copies), same batch
 size and max length; only optimiser steps are timed (after one warm-up step each).
@@ -32,14 +33,14 @@ def make_pairs(count: int):
     return [PreferencePair(e.prompt, e.reference, noisy_negative(e.reference, rng), 0, 1, True) for e in examples]
 
 
-def bench_crowdless(model: str, pairs, batch: int, max_length: int, dtype: str) -> float:
+def bench_crowdless(model: str, pairs, batch: int, max_length: int, dtype: str, overrides: list[str]) -> float:
     from actors.learner_worker import LearnerWorker
     from configs.schema import load_config
     from crowdless.models import resolve_model
 
     config = load_config("default", [f"reward.batch_size={batch}", f"reward.max_length={max_length}",
                                       "reward.eval_fraction=0", "reward.replay_pairs=0", f"model.dtype={dtype}",
-                                      "reward.source=reward_model"])  # the default trains no reward model
+                                      "reward.source=reward_model", *overrides])  # the default trains no reward model
     path = resolve_model(model)
     learner = LearnerWorker(config, path, path, path)
     learner.train_reward(pairs[:batch], iteration=0)  # warm-up
@@ -89,20 +90,29 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                         help="auto: bfloat16 where the machine multiplies it natively, else float32")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for crowdless's side, e.g. learner.zero_stage=0")
+    parser.add_argument("--only", choices=["crowdless", "trl"], help="run one side")
+    parser.add_argument("--out", default=None, help="results file name under bench/results/ (default reward-DTYPE)")
     args = parser.parse_args()
     from crowdless.models import resolve_dtype
 
     args.dtype = resolve_dtype(args.dtype)
     pairs = make_pairs(args.pairs)
     figures = {"workload": vars(args)}
-    figures["crowdless_pairs_per_second"] = bench_crowdless(args.model, pairs, args.batch, args.max_length, args.dtype)
-    print(f"crowdless (DeepSpeed ZeRO): {figures['crowdless_pairs_per_second']:.2f} pairs/s", flush=True)
-    try:
-        figures["trl_pairs_per_second"] = bench_trl(args.model, pairs, args.batch, args.max_length, args.dtype)
-        print(f"TRL RewardTrainer:          {figures['trl_pairs_per_second']:.2f} pairs/s", flush=True)
-    except ImportError:
-        print("TRL is not installed (pip install trl): skipped", flush=True)
-    write_results(f"reward-{args.dtype}", figures)
+    if args.only != "trl":
+        figures["crowdless_pairs_per_second"] = bench_crowdless(args.model, pairs, args.batch, args.max_length,
+                                                                args.dtype, args.set)
+        print(f"crowdless (DeepSpeed ZeRO): {figures['crowdless_pairs_per_second']:.2f} pairs/s", flush=True)
+    if args.only != "crowdless":
+        try:
+            figures["trl_pairs_per_second"] = bench_trl(args.model, pairs, args.batch, args.max_length, args.dtype)
+            print(f"TRL RewardTrainer:          {figures['trl_pairs_per_second']:.2f} pairs/s", flush=True)
+        except ImportError:
+            print("TRL is not installed (pip install trl): skipped", flush=True)
+    if {"crowdless_pairs_per_second", "trl_pairs_per_second"} <= figures.keys():
+        print(f"crowdless / TRL: {figures['crowdless_pairs_per_second'] / figures['trl_pairs_per_second']:.2f}x")
+    write_results(args.out or f"reward-{args.dtype}", figures)
 
 
 if __name__ == "__main__":

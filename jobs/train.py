@@ -326,7 +326,7 @@ def iteration_line(iteration: int, total: int, metrics: dict) -> str:
     # reward and rm_acc only where a reward model scores: the ranker's rewards are centred (mean 0)
     scored = (f"reward {metrics.get('reward_mean', nan):+.3f}  rm_acc {metrics['rm_accuracy']:.2f}  "
               if "rm_accuracy" in metrics else "")
-    return (f"[iter {iteration}/{total}] {scored}kl {round(metrics.get('kl', nan), 4) + 0.0:.4f}  "
+    return (f"[iter {iteration}/{total}] {scored}kl {_figure(metrics.get('kl', nan), 4)}  "
             f"pairs {metrics['pairs']}  "
             f"len {metrics['response_length']:.1f}  "
             + (f"held-out cosine {metrics['eval_cosine']:.3f}  " if "eval_cosine" in metrics else "")
@@ -366,8 +366,9 @@ def print_summary(run_dir: Path, total: int) -> None:
           flush=True)
 
 
-def _figure(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+def _figure(value, digits: int = 3) -> str:
+    """A float rounded for the console, without the sign of a rounded-away negative (-0.000)."""
+    return f"{round(value, digits) + 0.0:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,6 +134,34 @@ def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_mode
     assert distance(states["engine"], states["recompute"]) < 0.01 * update
 
 
+def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_path, tiny_model_dir, embedder):
+    """Before the policy's first step it is the reference, so the first policy phase of a run
+    skips the reference's forward pass: the update must equal the one with that pass (PPO, with
+    its value model, from recomputed log-probs), and the second phase must run the pass again."""
+    from actors.learner_worker import LearnerWorker
+
+    config = load_config("tiny", [f"run.dir={tmp_path}", "ppo.old_logprobs=recompute", "reward.source=ranker"])
+    rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
+    states, calls = {}, {}
+    for shortcut in (True, False):
+        learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+        assert learner.policy_is_reference
+        learner.policy_is_reference = shortcut
+        reference_passes = []
+        forward = learner.reference.forward
+        learner.reference.forward = lambda *a, **k: reference_passes.append(1) or forward(*a, **k)
+        metrics = learner.train_policy(rollouts, 1, groups)
+        calls[shortcut] = len(reference_passes)
+        states[shortcut] = learner.policy_state()
+        assert not learner.policy_is_reference and metrics["kl"] == pytest.approx(0.0, abs=1e-6)
+        if shortcut:
+            learner.train_policy(rollouts, 2, groups)
+            assert len(reference_passes) > calls[True]
+    assert calls[True] == 0 and calls[False] > 0
+    for name, tensor in states[False].items():
+        torch.testing.assert_close(states[True][name], tensor, rtol=0, atol=1e-6, msg=name)
+
+
 def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path, embedder):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
