@@ -15,6 +15,7 @@ here as the engine would return them) and =recompute (the learner repeats that f
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -61,9 +62,11 @@ def with_sampling_logprobs(learner, rollouts):
             for i, r in enumerate(rollouts)]
 
 
+@functools.cache
 def matmul_flops_per_second(dtype, size: int = 2048) -> float:
     """This machine's dense matrix-product rate in `dtype` (GPU if present): the ceiling under
-    which the learner's arithmetic runs."""
+    which the learner's arithmetic runs. Measured once per dtype, so every objective's floor
+    divides by the same rate."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
