@@ -28,12 +28,6 @@ def _batch(config, model_dir):
     return _rollouts_and_groups(config, model_dir, SeededEmbedder())
 
 
-def _pairs(iteration):
-    from algos.pairs import PreferencePair
-
-    return [PreferencePair(f"question {iteration}.{i}?", "a clear answer.", f"zz {i} qq", 0, 1) for i in range(8)]
-
-
 def _changed(before, after):
     return max((after[n].float() - before[n].float()).abs().max().item() for n in before)
 
@@ -42,6 +36,8 @@ def test_full_method_trains_in_bf16_on_cuda_and_resumes(tmp_path, tiny_model_dir
     """Reward model, then PPO with its value model, all three DeepSpeed engines in bf16 on the
     GPU; the rollout workers' weights come back on the CPU; a checkpoint written on CUDA
     restores every engine's optimizer state into a new learner, which trains on."""
+    from test_workers import iteration_pairs
+
     from actors.learner_worker import LearnerWorker, load_replay
 
     config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", "model.dtype=bfloat16"])
@@ -51,7 +47,7 @@ def test_full_method_trains_in_bf16_on_cuda_and_resumes(tmp_path, tiny_model_dir
     for _, engine, _ in learner._engines():
         assert next(engine.module.parameters()).is_cuda and engine.bfloat16_enabled()
     start = learner.policy_state()
-    reward = learner.train_reward(_pairs(1), 1)
+    reward = learner.train_reward(iteration_pairs(1), 1)
     metrics = learner.train_policy(rollouts, 1, groups)
     after = learner.policy_state()
     assert np.isfinite(reward["rm_loss"]) and np.isfinite(metrics["policy_loss"])
@@ -64,7 +60,7 @@ def test_full_method_trains_in_bf16_on_cuda_and_resumes(tmp_path, tiny_model_dir
     assert resumed.load_training_state(str(tmp_path)) == ["policy", "reward_model", "value_model"]
     restored = resumed.policy_state()
     assert _changed(after, restored) == 0
-    resumed.train_reward(_pairs(2), 2)
+    resumed.train_reward(iteration_pairs(2), 2)
     resumed.train_policy(rollouts, 2, groups)
     assert _changed(restored, resumed.policy_state()) > 0
 

@@ -108,6 +108,13 @@ def _rollouts_and_groups(config, model_dir, embedder, policy_state=None):
     return [r for per_prompt in samples for r in per_prompt], groups
 
 
+def iteration_pairs(iteration: int) -> list:
+    """Ten preference pairs, different each iteration: a clear answer over a garbled one."""
+    from algos.pairs import PreferencePair
+
+    return [PreferencePair(f"question {iteration}.{i}?", "a clear answer.", f"zz {i} qq", 0, 1) for i in range(10)]
+
+
 def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_model_dir, embedder):
     """ppo.old_logprobs=engine skips a forward pass over every answer; the update must be the one
     the learner gets when it recomputes the sampling policy's log-probs itself."""
@@ -134,6 +141,14 @@ def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_mode
     assert distance(states["engine"], states["recompute"]) < 0.01 * update
 
 
+def _counted(function, calls: list):
+    """function, appending to `calls` on every call."""
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+    return counted
+
+
 def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_path, tiny_model_dir, embedder):
     """Before the policy's first step it is the reference, so the first policy phase of a run
     skips the reference's forward pass: the update must equal the one with that pass (PPO, with
@@ -148,8 +163,7 @@ def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_
         assert learner.policy_is_reference
         learner.policy_is_reference = shortcut
         reference_passes = []
-        forward = learner.reference.forward
-        learner.reference.forward = lambda *a, **k: reference_passes.append(1) or forward(*a, **k)
+        learner.reference.forward = _counted(learner.reference.forward, reference_passes)
         metrics = learner.train_policy(rollouts, 1, groups)
         calls[shortcut] = len(reference_passes)
         states[shortcut] = learner.policy_state()
@@ -233,18 +247,13 @@ def test_resumed_learner_continues_exactly(lora_rank, tiny_model_dir, tmp_path, 
     With LoRA the checkpoint's HF folders hold merged weights, and the training state the
     adapters and the unmerged base weights."""
     from actors.learner_worker import LearnerWorker, load_replay
-    from algos.pairs import PreferencePair
 
     config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", f"learner.lora_rank={lora_rank}"])
 
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
 
-    def pairs(iteration):
-        return [PreferencePair(f"question {iteration}.{i}?", "a clear answer.", f"zz {i} qq", 0, 1)
-                for i in range(10)]
-
     def iterate(learner, iteration):
-        learner.train_reward(pairs(iteration), iteration)
+        learner.train_reward(iteration_pairs(iteration), iteration)
         learner.train_policy(rollouts, iteration, groups)
 
     def weights(learner):
