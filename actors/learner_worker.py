@@ -18,6 +18,7 @@ Shapes: B sequences, L tokens of prompt + response, T response tokens.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import socket
@@ -36,6 +37,7 @@ from configs.schema import CrowdlessConfig
 from crowdless.lora import add_lora, merged_state_dict
 from crowdless.models import resolve_dtype
 from crowdless.reward import encode_for_reward, pad_right, sequence_scores, token_values
+from crowdless.shared_prefix import forward_sharing_prefix, shared_prefix_length
 from crowdless.prompts import encode_answer, encode_prompt
 from crowdless.records import PreferencePair, RankedGroup, Rollout
 
@@ -115,6 +117,11 @@ class LearnerWorker:
         self.reward_tokenizer = AutoTokenizer.from_pretrained(reward_path)
 
         policy = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
+        # Most Hugging Face causal LMs can apply their LM head to the last positions only.
+        self.head_on_responses_only = "logits_to_keep" in inspect.signature(type(policy).forward).parameters
+        # Gradient checkpointing drops a key/value cache in training, so the prompts' shared
+        # prefix can only be computed once without it.
+        self.share_prefix = not config.learner.gradient_checkpointing
         if config.learner.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
         self.policy = self._engine(policy, config.ppo.lr, config.ppo.minibatch_size)
@@ -242,7 +249,7 @@ class LearnerWorker:
         scores = []
         for index in _chunks(len(prompts), self.config.reward.batch_size * 4):
             ids, attention = self._encode_for_reward([prompts[i] for i in index], [answers[i] for i in index])
-            scores += sequence_scores(module, ids, attention).tolist()
+            scores += sequence_scores(module, ids, attention, self.share_prefix).tolist()
         return scores
 
     # ---- reward model ---------------------------------------------------------------------
@@ -250,7 +257,7 @@ class LearnerWorker:
         ids, attention = self._encode_for_reward(
             [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
         )
-        scores = sequence_scores(engine.module, ids, attention)
+        scores = sequence_scores(engine.module, ids, attention, self.share_prefix)
         return pairwise_reward_loss(scores[: len(pairs)], scores[len(pairs) :])
 
     @torch.no_grad()
@@ -345,16 +352,24 @@ class LearnerWorker:
 
     def _response_logprobs(self, model, batch: dict, rows: torch.Tensor) -> torch.Tensor:
         ids, attention, index = (t.to(self.device) for t in self._rows(batch, rows))
-        logits = model(input_ids=ids, attention_mask=attention).logits
+        next_tokens = ids.gather(1, index + 1)
+        first = int(index.min())  # the earliest position whose next-token log-prob is needed
+        prefix = shared_prefix_length(ids, first) if self.share_prefix else 0
+        # The LM head from the first response position on: prompt positions are about 40% of a
+        # default row, the head about a fifth of a small model's forward, and [b, L, V] its
+        # largest activation.
+        kept = {"logits_to_keep": ids.shape[1] - first} if self.head_on_responses_only else {}
+        logits = forward_sharing_prefix(model, ids, attention, prefix, **kept).logits
+        index = index - (first if self.head_on_responses_only else prefix)
         # only the response positions, in float32: [b, T, V], not a log-softmax over every position
         logits = logits.gather(1, index[:, :, None].expand(-1, -1, logits.shape[-1])).float()
-        next_tokens = ids.gather(1, index + 1)
         return (logits.gather(-1, next_tokens[:, :, None]).squeeze(-1) - logits.logsumexp(-1)).cpu()
 
     def _response_values(self, module, batch: dict, rows: torch.Tensor) -> torch.Tensor:
         ids, attention, index = self._rows(batch, rows)
-        values = token_values(module, ids, attention)[:, :-1]
-        return values.gather(1, index.to(values.device)).cpu()
+        prefix = shared_prefix_length(ids, int(index.min())) if self.share_prefix else 0
+        values = token_values(module, ids, attention, prefix)
+        return values.gather(1, (index - prefix).to(values.device)).cpu()
 
     @torch.no_grad()
     def _rollout_statistics(self, batch: dict, engine_logprobs: torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from crowdless.prompts import encode_answer, encode_prompt
+from crowdless.shared_prefix import forward_sharing_prefix, shared_prefix_length
 
 
 def pad_right(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,18 +31,21 @@ def encode_for_reward(tokenizer, prompts: list[str], answers: list[str], max_len
     return pad_right(rows, pad)
 
 
-def token_values(module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """The scalar head on every position: [B, L] float32."""
+def token_values(module, ids: torch.Tensor, attention: torch.Tensor, prefix: int = 0) -> torch.Tensor:
+    """The scalar head on positions prefix..L-1: [B, L - prefix] float32. prefix: the rows'
+    shared prefix (shared_prefix_length), computed once."""
     device = next(module.parameters()).device
-    hidden = module.base_model(input_ids=ids.to(device), attention_mask=attention.to(device)).last_hidden_state
+    hidden = forward_sharing_prefix(module.base_model, ids.to(device), attention.to(device), prefix).last_hidden_state
     return module.score(hidden).squeeze(-1).float()
 
 
-def sequence_scores(module, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """The scalar head at each sequence's last real token: [B]."""
-    values = token_values(module, ids, attention)
-    last = (attention.sum(dim=1) - 1).to(values.device)
-    return values[torch.arange(len(ids), device=values.device), last]
+def sequence_scores(module, ids: torch.Tensor, attention: torch.Tensor, share_prefix: bool = True) -> torch.Tensor:
+    """The scalar head at each sequence's last real token: [B]. share_prefix=False for a model
+    training with gradient checkpointing, which drops the shared prefix's cache."""
+    last = attention.sum(dim=1) - 1
+    prefix = shared_prefix_length(ids, int(last.min())) if share_prefix else 0
+    values = token_values(module, ids, attention, prefix)
+    return values[torch.arange(len(ids), device=values.device), (last - prefix).to(values.device)]
 
 
 class RewardScorer:

@@ -176,6 +176,36 @@ def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_
         torch.testing.assert_close(states[True][name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
+def test_response_logprobs_share_the_prompt_prefix_and_skip_the_head_over_prompts(tmp_path, tiny_model_dir, embedder):
+    """The learner runs the prompts' shared prefix (the chat template's system prompt) once and
+    the LM head only from the first response position on: its log-probs must still be every
+    response token's log-softmax from a whole forward."""
+    from actors.learner_worker import LearnerWorker
+
+    config = load_config("tiny", [f"run.dir={tmp_path}", "policy.objective=grpo", "reward.source=ranker"])
+    rollouts, _ = _rollouts_and_groups(config, tiny_model_dir, embedder)
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    assert learner.head_on_responses_only
+    batch = learner._ppo_batch(rollouts)
+    logit_positions = []
+    forward = learner.reference.forward
+
+    def recording(*args, **kwargs):
+        output = forward(*args, **kwargs)
+        logit_positions.append(output.logits.shape[1])
+        return output
+
+    learner.reference.forward = recording
+    with torch.no_grad():
+        logprobs = learner._response_logprobs(learner.reference, batch, torch.arange(len(rollouts)))
+    width = max(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
+    first_response_position = min(len(r.prompt_ids) for r in rollouts) - 1
+    assert logit_positions == [1, width - first_response_position]  # the prefix's call, then the rows'
+    for row, rollout in enumerate(rollouts):
+        expected = torch.tensor(_hf_logprobs(learner.reference, rollout))
+        torch.testing.assert_close(logprobs[row, :len(expected)], expected, rtol=0, atol=1e-5)
+
+
 def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path, embedder):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
