@@ -6,6 +6,7 @@ and tests build it directly.
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -38,6 +39,12 @@ class RolloutWorker:
         from crowdless.engine_args import vllm_engine_args
 
         self.tied_embeddings = bool(AutoConfig.from_pretrained(model_path).tie_word_embeddings)
+        if not torch.cuda.is_available():
+            # vLLM's CPU backend keeps a core for its scheduler process and decodes on the rest: one
+            # core of two. The scheduler mostly waits on the model, and an iteration's phases run one
+            # after another, so decoding takes every core (bench_rollout: 1.76x on 2 cores). A value
+            # the user set stays.
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         # One engine may get the whole iteration (after a scale-down): size it for that.
         sequences = self.config.prompts_per_iteration * self.config.samples_per_prompt
         self.engine = LLM(**vllm_engine_args(model_path, self.model_config, self.config, self.seed, sequences))

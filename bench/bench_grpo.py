@@ -2,6 +2,7 @@
 
     pip install trl   # benchmark only; not a runtime dependency
     python bench/bench_grpo.py [--steps 3] [--prompts 8] [--answers 8] [--tokens 48] [--dtype auto]
+        [--only crowdless|trl] [--out NAME]
 
 Workload (issue 9): SmolLM2-135M-Instruct, 8 chatterbot prompts x 8 answers of at most 48 new
 tokens per step, KL weight 0.05, learning rate 3e-6. crowdless: real iterations of jobs/train.py
@@ -9,7 +10,8 @@ tokens per step, KL weight 0.05, learning rate 3e-6. crowdless: real iterations 
 update, weight sync to the engine; checkpoint time reported apart, held-out evaluation off).
 TRL: GRPOTrainer with transformers generation and a trivial reward function (answer length),
 timed per optimizer step (generation, reward, loss, update). The same dtype for both (auto:
-bfloat16 where the CPU multiplies it natively, else float32). Writes bench/results/grpo.json.
+bfloat16 where the CPU multiplies it natively, else float32). Writes bench/results/grpo.json
+(grpo-crowdless.json / grpo-trl.json with --only).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
     parser.add_argument("--only", choices=["crowdless", "trl"], help="run one side")
+    parser.add_argument("--out", default=None,
+                        help="results file name under bench/results/ (default grpo, or grpo-SIDE with --only)")
     args = parser.parse_args()
     from crowdless.models import resolve_dtype
 
@@ -110,7 +114,7 @@ def main() -> None:
             print("TRL GRPOTrainer steps: " + ", ".join(f"{s:.1f} s" for s in seconds), flush=True)
         except ImportError:
             print("TRL is not installed (pip install trl): skipped", flush=True)
-    write_results("grpo", figures)
+    write_results(args.out or ("grpo" if args.only is None else f"grpo-{args.only}"), figures)
 
 
 if __name__ == "__main__":

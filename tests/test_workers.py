@@ -59,6 +59,8 @@ def test_rollout_worker_generates_with_new_weights(backend, config, tiny_model_d
 
     rollout_config = config.rollout.model_copy(update={"backend": backend})
     worker = RolloutWorker(tiny_model_dir, config.model, rollout_config, seed=0)
+    if backend == "vllm" and not torch.cuda.is_available():  # decoding on every core, none kept for the scheduler
+        assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     before = worker.generate(PROMPTS)
     _check_rollouts(before, config)
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
