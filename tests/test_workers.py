@@ -143,12 +143,13 @@ def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_mode
     assert distance(states["engine"], states["recompute"]) < 0.01 * update
 
 
-def _counted(function, calls: list):
-    """function, appending to `calls` on every call."""
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return function(*args, **kwargs)
-    return counted
+def _recorded(function, log: list, entry=lambda output: 1):
+    """function, appending entry(its output) to `log` on every call (default 1: a call count)."""
+    def recorded(*args, **kwargs):
+        output = function(*args, **kwargs)
+        log.append(entry(output))
+        return output
+    return recorded
 
 
 def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_path, tiny_model_dir, embedder):
@@ -165,7 +166,7 @@ def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_
         assert learner.policy_is_reference
         learner.policy_is_reference = shortcut
         reference_passes = []
-        learner.reference.forward = _counted(learner.reference.forward, reference_passes)
+        learner.reference.forward = _recorded(learner.reference.forward, reference_passes)
         metrics = learner.train_policy(rollouts, 1, groups)
         calls[shortcut] = len(reference_passes)
         states[shortcut] = learner.policy_state()
@@ -190,14 +191,8 @@ def test_response_logprobs_share_the_prompt_prefix_and_skip_the_head_over_prompt
     assert learner.head_on_responses_only
     batch = learner._ppo_batch(rollouts)
     logit_positions = []
-    forward = learner.reference.forward
-
-    def recording(*args, **kwargs):
-        output = forward(*args, **kwargs)
-        logit_positions.append(output.logits.shape[1])
-        return output
-
-    learner.reference.forward = recording
+    learner.reference.forward = _recorded(learner.reference.forward, logit_positions,
+                                          lambda output: output.logits.shape[1])
     with torch.no_grad():
         logprobs = learner._response_logprobs(learner.reference, batch, torch.arange(len(rollouts)))
     width = max(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
