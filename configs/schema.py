@@ -185,7 +185,9 @@ class PPOConfig(Section):
 
 
 class LearnerConfig(Section):
-    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    zero_stage: Literal["auto", 0, 1, 2, 3] = Field(
+        "auto", description="DeepSpeed ZeRO stage. auto: 0 with one learner rank, where there is "
+        "nothing to shard and a stage only adds copies of the gradients and weights, 2 with several.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping.")
     lora_rank: int = Field(
@@ -261,6 +263,12 @@ class CrowdlessConfig(Section):
     resources: ResourcesConfig = ResourcesConfig()
     serve: ServeConfig = ServeConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _resolve_zero_stage(self) -> CrowdlessConfig:
+        if self.learner.zero_stage == "auto":
+            self.learner.zero_stage = 0 if self.resources.learner_workers == 1 else 2
+        return self
 
     @model_validator(mode="after")
     def _lora_needs_whole_weights(self) -> CrowdlessConfig:

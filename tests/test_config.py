@@ -50,6 +50,14 @@ def test_cross_field_check():
         load_config("tiny", ["ppo.minibatch_size=1000"])
 
 
+def test_zero_stage_auto_shards_only_across_several_learner_ranks():
+    assert load_config("tiny").learner.zero_stage == 0  # one rank: nothing to shard
+    assert load_config("tiny", ["resources.learner_workers=2"]).learner.zero_stage == 2
+    assert load_config("tiny", ["learner.zero_stage=3"]).learner.zero_stage == 3  # an explicit stage stays
+    with pytest.raises(ConfigError, match=r"learner\.zero_stage"):
+        load_config("tiny", ["learner.zero_stage=4"])
+
+
 def test_malformed_overrides_and_files(tmp_path):
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(None, ["ppo.kl_coef"])

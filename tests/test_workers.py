@@ -266,16 +266,18 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     assert (tmp_path / "reward_model").exists() == learner.has_reward_model()
 
 
-@pytest.mark.parametrize("lora_rank", [0, 4])
-def test_resumed_learner_continues_exactly(lora_rank, tiny_model_dir, tmp_path, embedder):
+@pytest.mark.parametrize(("lora_rank", "zero_stage"), [(0, 0), (4, 0), (0, 2)])
+def test_resumed_learner_continues_exactly(lora_rank, zero_stage, tiny_model_dir, tmp_path, embedder):
     """Iterations 1-3 in one learner, against 1-2, a checkpoint, and 3 in a new learner built from
     it (as `--resume` does): the same iteration-3 weights for the policy, reward and value models.
     Without the optimizer state the new learner's Adam moments restart and the weights differ.
     With LoRA the checkpoint's HF folders hold merged weights, and the training state the
-    adapters and the unmerged base weights."""
+    adapters and the unmerged base weights. ZeRO-2 keeps its own flat copy of the weights and
+    moments, stage 0 the optimizer's: both must come back."""
     from actors.learner_worker import LearnerWorker, load_replay
 
-    config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", f"learner.lora_rank={lora_rank}"])
+    config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", f"learner.lora_rank={lora_rank}",
+                                  f"learner.zero_stage={zero_stage}"])
 
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
 
