@@ -40,7 +40,8 @@ def test_full_method_trains_in_bf16_on_cuda_and_resumes(tmp_path, tiny_model_dir
 
     from actors.learner_worker import LearnerWorker, load_replay
 
-    config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", "model.dtype=bfloat16"])
+    config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", "model.dtype=bfloat16",
+                                  "learner.zero_stage=2"])  # ZeRO-2 in bf16: one rank alone would take stage 0
     rollouts, groups = _batch(config, tiny_model_dir)
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     assert learner.device.type == "cuda"
