@@ -576,7 +576,8 @@ class LearnerWorker:
             engine.save_checkpoint(str(root / TRAINING_STATE / name), tag=TRAINING_STATE, save_latest=False)
         torch.save({"torch_rng": torch.get_rng_state()}, root / TRAINING_STATE / _rng_file(self.rank))
         if self.rank == 0:
-            (root / TRAINING_STATE / "group.json").write_text(json.dumps({"world_size": self.world_size}))
+            (root / TRAINING_STATE / "group.json").write_text(
+                json.dumps({"world_size": self.world_size, "zero_stage": self.config.learner.zero_stage}))
             with (root / "replay.jsonl").open("w") as out:
                 for pair in self.replay:
                     out.write(json.dumps(asdict(pair)) + "\n")
@@ -585,11 +586,13 @@ class LearnerWorker:
         """Optimizer states and RNG from a checkpoint's training_state/ (the models' weights came
         from its HF folders at construction). Returns the engines restored; a checkpoint without
         training_state/ (written before it existed, or pruned), or written by a learner group of
-        another size (each rank saved its own optimizer partition), restores none: moments restart."""
+        another size or ZeRO stage (each rank saved its own optimizer partition, in its stage's
+        layout), restores none: moments restart."""
         state = Path(directory) / TRAINING_STATE
         group = state / "group.json"
-        saved_by = json.loads(group.read_text())["world_size"] if group.exists() else 1
-        if saved_by != self.world_size:
+        # checkpoints from before the stage was recorded were written at the then default, ZeRO-2
+        saved_by = {"world_size": 1, "zero_stage": 2, **(json.loads(group.read_text()) if group.exists() else {})}
+        if (saved_by["world_size"], saved_by["zero_stage"]) != (self.world_size, self.config.learner.zero_stage):
             return []
         restored = []
         for name, engine, _ in self._engines():

@@ -184,7 +184,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         restored = learner.run("load_training_state", str(latest[1]))
         print(f"[crowdless] resumed from {latest[1]}: optimizer state of "
               + (", ".join(restored) if restored else "no model (not in the checkpoint, or saved by a "
-                 "learner group of another size: moments restart)"), flush=True)
+                 "learner group of another size or ZeRO stage: moments restart)"), flush=True)
     metrics_log = MetricsLog(run_dir, config.run.log_tensorboard, resume_after=start_iteration - 1)
     total = config.run.iterations
 

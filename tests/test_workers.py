@@ -313,6 +313,30 @@ def test_resumed_learner_continues_exactly(lora_rank, zero_stage, tiny_model_dir
     assert gap > 1e-4  # the check above would catch a resume that loses the moments
 
 
+def test_a_checkpoint_of_another_zero_stage_restarts_the_moments_instead_of_failing(tiny_model_dir, tmp_path):
+    """Each ZeRO stage saves the optimizer in its own layout, and DeepSpeed cannot load one into
+    another: a run resumed under another learner.zero_stage (e.g. a ZeRO-2 checkpoint from before
+    `auto` chose stage 0 for one rank) keeps the weights and restarts the moments."""
+    from actors.learner_worker import LearnerWorker
+    from algos.pairs import PreferencePair
+
+    pairs = [PreferencePair(f"question {i}?", "a clear answer.", f"zzz {i}", 0, 1) for i in range(8)]
+    for saved, resumed in ((2, 0), (0, 2)):
+        overrides = [f"run.dir={tmp_path / 'run'}", "reward.source=reward_model"]
+        learner = LearnerWorker(load_config("tiny", overrides + [f"learner.zero_stage={saved}"]),
+                                tiny_model_dir, tiny_model_dir, tiny_model_dir)
+        learner.train_reward(pairs, 1)
+        checkpoint = tmp_path / f"stage-{saved}"
+        learner.save_checkpoint(str(checkpoint))
+        again = LearnerWorker(load_config("tiny", overrides + [f"learner.zero_stage={resumed}"]),
+                              str(checkpoint / "policy"), tiny_model_dir, str(checkpoint / "reward_model"))
+        assert again.load_training_state(str(checkpoint)) == []
+        assert again.train_reward(pairs, 2)["rm_pairs_trained"] > 0  # and it trains on
+        same = LearnerWorker(load_config("tiny", overrides + [f"learner.zero_stage={saved}"]),
+                             str(checkpoint / "policy"), tiny_model_dir, str(checkpoint / "reward_model"))
+        assert same.load_training_state(str(checkpoint)) == ["policy", "reward_model"]
+
+
 def test_seeded_rollouts_whose_prompts_exceed_one_engine_step(config, tiny_model_dir):
     """vLLM's CPU scheduler splits prefills over steps once a batch's prompt tokens pass its token
     budget (4096), and rewinding a seeded request's generator after a split crashes on CPU
