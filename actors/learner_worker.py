@@ -398,14 +398,19 @@ class LearnerWorker:
         cfg = self.config.ppo
         return ObjectiveParams(kl_coef=cfg.kl_coef, kl_mode=cfg.kl_mode, gamma=cfg.gamma, lam=cfg.lam,
                                clip_ratio=cfg.clip_ratio, value_clip=cfg.value_clip,
-                               whiten=cfg.whiten_advantages, beta=self.config.policy.beta)
+                               whiten=cfg.whiten_advantages, beta=self.config.policy.beta,
+                               scale=self.config.policy.scale_rewards)
 
     def _sequence_scores(self, rollouts: list[Rollout], groups: list[RankedGroup]) -> torch.Tensor:
         """Rewards [B]: the reward model's scores, or (reward.source=ranker) each answer's TextRank
-        score scaled by its group's size and centred, n * s - 1: 0 for an average answer."""
-        if self.config.reward.source == "reward_model":
-            return torch.tensor(self.score([r.prompt for r in rollouts], [r.response_text for r in rollouts]))
-        return torch.tensor([len(g.scores) * s - 1.0 for g in groups for s in g.scores])
+        score scaled by its group's size and centred, n * s - 1: 0 for an average answer; minus
+        reward.missing_eos_penalty for an answer cut at the token cap."""
+        cfg = self.config.reward
+        if cfg.source == "reward_model":
+            scores = torch.tensor(self.score([r.prompt for r in rollouts], [r.response_text for r in rollouts]))
+        else:
+            scores = torch.tensor([len(g.scores) * s - 1.0 for g in groups for s in g.scores])
+        return scores - cfg.missing_eos_penalty * torch.tensor([not r.finished for r in rollouts], dtype=scores.dtype)
 
     def train_policy(self, rollouts: list[Rollout], iteration: int,
                      groups: list[RankedGroup]) -> dict[str, float]:

@@ -65,6 +65,9 @@ class ObjectiveParams:
                 (grpo and rloo advantages are already normalised / centred within each group.)
     beta        dpo, listwise: temperature of the implicit reward beta * log(pi / pi_ref).
     group_eps   grpo: eps in (r - mean_g) / (std_g + eps).
+    scale       grpo: what divides the centred rewards: "group" each group's own std (DeepSeekMath),
+                "batch" one std of the centred rewards over the whole batch (a group whose answers
+                the reward barely tells apart keeps small advantages), "none" nothing (Dr. GRPO).
     """
 
     kl_coef: float = 0.05
@@ -76,10 +79,13 @@ class ObjectiveParams:
     whiten: bool = True
     beta: float = 0.1
     group_eps: float = 1e-6
+    scale: Literal["group", "batch", "none"] = "group"
 
     def __post_init__(self):
         if self.kl_mode not in ("token", "sequence"):
             raise ValueError(f"unknown kl_mode {self.kl_mode!r}; expected 'token' or 'sequence'")
+        if self.scale not in ("group", "batch", "none"):
+            raise ValueError(f"unknown scale {self.scale!r}; expected 'group', 'batch' or 'none'")
 
 
 @dataclass(frozen=True)
@@ -193,21 +199,34 @@ def _group_stats(scores: torch.Tensor, group: torch.Tensor):
 
 
 def group_normalized_advantages(
-    scores: torch.Tensor, group: torch.Tensor, eps: float = 1e-6
+    scores: torch.Tensor, group: torch.Tensor, eps: float = 1e-6,
+    scale: Literal["group", "batch", "none"] = "group",
 ) -> tuple[torch.Tensor, Metrics]:
     """GRPO's outcome advantage per answer [B] (Shao et al. 2024, DeepSeekMath, Sec. 4.1.2):
 
-        A_i = (r_i - mean_g(r)) / (std_g(r) + eps),   g = group of answer i
+        scale "group":  A_i = (r_i - mean_g(r)) / (std_g(r) + eps),   g = group of answer i
+        scale "batch":  A_i = (r_i - mean_g(r)) / (std(c) + eps),     c_j = r_j - mean_g(j)(r)
+        scale "none":   A_i =  r_i - mean_g(r)                        (Dr. GRPO, arXiv 2503.20783)
 
     std_g is the unbiased (Bessel, n - 1) standard deviation, as torch.std and TRL / verl use:
     rewards [1, 2, 3] give std 1 and A = [-1, 0, 1] / (1 + eps). A group of equal rewards, or a
-    group of one answer, gives A = 0 (no NaN): it carries no learning signal.
+    group of one answer, gives A = 0 (no NaN): it carries no learning signal. "group" gives every
+    group advantages of the same size however little its rewards differ, so near-ties count as
+    much as clear orders; "batch" divides by one unbiased std of all centred rewards, which keeps
+    the advantages' overall scale near 1 and a group's weight proportional to its spread. (TRL's
+    scale_rewards="batch" takes the std of the raw rewards; centring first keeps differences
+    between prompts' mean rewards out of the scale.)
     """
     index, sizes, sums = _group_stats(scores, group)
     centred = scores - (sums / sizes)[index]
     squares = torch.zeros_like(sums).index_add_(0, index, centred**2)
     std = (squares / (sizes - 1).clamp(min=1)).sqrt()
-    advantages = centred / (std[index] + eps)
+    if scale == "group":
+        advantages = centred / (std[index] + eps)
+    elif scale == "batch":
+        advantages = centred / ((centred.square().sum() / max(len(centred) - 1, 1)).sqrt() + eps)
+    else:
+        advantages = centred
     return advantages, {
         "score_mean": scores.mean().item(),
         "group_std_mean": std.mean().item(),
@@ -279,11 +298,13 @@ def grpo_advantages(batch: RolloutBatch, params: ObjectiveParams
 
         A_{i,t} = (r_i - mean_g(r)) / (std_g(r) + group_eps)   on every real token t of answer i
 
-    std unbiased (n - 1); see group_normalized_advantages. The KL to the reference is not in the
+    std unbiased (n - 1); params.scale picks the group's std (above), the batch's, or none: see
+    group_normalized_advantages. The KL to the reference is not in the
     reward: it is the k3 term of grpo_policy_loss. No value model.
     Returns (advantages [B, T], None, metrics).
     """
-    per_answer, metrics = group_normalized_advantages(batch.scores, batch.group, params.group_eps)
+    per_answer, metrics = group_normalized_advantages(batch.scores, batch.group, params.group_eps,
+                                                      params.scale)
     metrics["kl"] = _k3_sequence_mean(batch)
     return _broadcast(per_answer, batch.mask), None, metrics
 

@@ -148,6 +148,10 @@ class RewardConfig(Section):
     max_length: int = Field(192, ge=16, description="Prompt + answer tokens, truncated.")
     replay_pairs: int = Field(64, ge=0, description="Earlier pairs mixed into each iteration.")
     eval_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Pairs held out for accuracy.")
+    missing_eos_penalty: float = Field(
+        0.0, ge=0.0, description="Policy-gradient objectives: subtracted from the reward of an answer "
+        "cut at rollout.max_new_tokens instead of ending (TRL's missing_eos_penalty). The ranker's "
+        "rewards n * s - 1 spread about 0.2 within a prompt.")
 
 
 class PolicyConfig(Section):
@@ -158,6 +162,10 @@ class PolicyConfig(Section):
         "lr, clip, KL and minibatch for all of them.")
     beta: float = Field(0.1, gt=0.0, description="dpo / listwise: beta of the implicit reward "
                         "beta * log(pi / pi_ref).")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="grpo: what divides each answer's reward minus its group's mean: the "
+        "group's std (DeepSeekMath), one std over the batch (groups the reward barely tells apart "
+        "keep small advantages), or none (Dr. GRPO).")
 
 
 class PPOConfig(Section):

@@ -254,6 +254,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
             **rm_metrics, **policy_metrics, **held_out, **phase.seconds,
             **ranking_statistics(ranked),
             "response_length": float(np.mean([len(r.response_ids) for r in flat])),
+            "response_truncated": float(np.mean([not r.finished for r in flat])),  # cut at the cap
             "rollout_tokens_per_second": generated_tokens / phase.seconds["seconds_rollout"],
             "weight_sync_seconds_max": max(sync_seconds),
             "rollout_workers": len(rollouts),

@@ -117,6 +117,25 @@ def test_grpo_equal_rewards_give_exactly_zero():
     assert advantages.tolist() == [0.0, 0.0, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("scale, expected", [
+    # centred rewards: group 0 [0, 2] -> [-1, 1], group 1 [5, 5.2] -> [-0.1, 0.1]
+    # group: each group's unbiased std (sqrt(2) and sqrt(0.02)): both groups become +-1/sqrt(2)
+    ("group", [-0.70711, 0.70711, -0.70711, 0.70711]),
+    # batch: one unbiased std over the 4 centred values, sqrt((1 + 1 + 0.01 + 0.01) / 3) = 0.82057
+    ("batch", [-1.21867, 1.21867, -0.12187, 0.12187]),
+    ("none", [-1.0, 1.0, -0.1, 0.1]),
+])
+def test_grpo_scale_decides_whether_a_near_tie_counts_as_much_as_a_clear_order(scale, expected):
+    batch = _batch([0.0, 2.0, 5.0, 5.2], [0, 0, 1, 1], mask=_mask([2, 2, 2, 2], 2))
+    advantages, _, _ = get_objective("grpo").advantages(batch, ObjectiveParams(scale=scale))
+    _close(advantages[:, 0], torch.tensor(expected), atol=1e-4)
+
+
+def test_unknown_grpo_scale_is_refused():
+    with pytest.raises(ValueError, match="unknown scale 'rank'"):
+        ObjectiveParams(scale="rank")
+
+
 def test_grpo_loss_adds_k3_to_the_clipped_surrogate():
     objective = get_objective("grpo")
     logprobs = torch.zeros(1, 2, requires_grad=True)

@@ -179,6 +179,24 @@ def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_
         torch.testing.assert_close(states[True][name], tensor, rtol=0, atol=1e-6, msg=name)
 
 
+def test_missing_eos_penalty_lowers_the_reward_of_answers_cut_at_the_cap(tmp_path, tiny_model_dir, embedder):
+    import dataclasses
+
+    from actors.learner_worker import LearnerWorker
+
+    overrides = [f"run.dir={tmp_path}", "policy.objective=grpo", "reward.source=ranker"]
+    rollouts, groups = _rollouts_and_groups(load_config("tiny", overrides), tiny_model_dir, embedder)
+    rollouts = [dataclasses.replace(r, finished=i % 3 == 0) for i, r in enumerate(rollouts)]
+    learner = LearnerWorker(load_config("tiny", overrides), tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    plain = learner._sequence_scores(rollouts, groups)
+    # the ranker's rewards n * s - 1 are centred within each prompt's answers
+    assert plain.view(len(groups), -1).sum(dim=1).abs().max() < 1e-5
+    learner.config = load_config("tiny", overrides + ["reward.missing_eos_penalty=0.5"])
+    penalised = learner._sequence_scores(rollouts, groups)
+    cut = torch.tensor([not r.finished for r in rollouts])
+    torch.testing.assert_close(penalised, plain - 0.5 * cut.to(plain.dtype))
+
+
 def test_response_logprobs_share_the_prompt_prefix_and_skip_the_head_over_prompts(tmp_path, tiny_model_dir, embedder):
     """The learner runs the prompts' shared prefix (the chat template's system prompt) once and
     the LM head only from the first response position on: its log-probs must still be every
