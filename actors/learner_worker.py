@@ -261,7 +261,8 @@ class LearnerWorker:
         return pairwise_reward_loss(scores[: len(pairs)], scores[len(pairs) :])
 
     @torch.no_grad()
-    def _evaluate_pairs(self, pairs: list[PreferencePair]) -> dict[str, float]:
+    def evaluate_pairs(self, pairs: list[PreferencePair]) -> dict[str, float]:
+        """The reward model's mean loss and accuracy on pairs, without training on them."""
         if not pairs:
             return {"rm_loss": float("nan"), "rm_accuracy": float("nan")}
         self.reward.module.eval()
@@ -274,7 +275,8 @@ class LearnerWorker:
 
     def train_reward(self, pairs: list[PreferencePair], iteration: int) -> dict[str, float]:
         """Hold out reward.eval_fraction of the pairs, train on the rest plus a replay of
-        earlier pairs, and report the loss on this iteration's training pairs before and after.
+        earlier pairs, and report the training loss and accuracy (each batch's, before its step,
+        as TRL logs them: no extra pass over the pairs) and the held-out pairs' accuracy.
         Nothing to do (and no metrics) when the objective needs no reward model."""
         if self.reward is None:
             return {}
@@ -286,8 +288,7 @@ class LearnerWorker:
         fresh = [pairs[i] for i in order[n_eval:]]
         replayed = [self.replay[i] for i in rng.permutation(len(self.replay))[: cfg.replay_pairs]]
         train = fresh + replayed
-        before = self._evaluate_pairs(fresh)
-        batches, weighted_loss = [], 0.0
+        batches, weighted = [], {"rm_loss": 0.0, "rm_train_accuracy": 0.0}
         start = time.perf_counter()
         if train:
             self.reward.module.train()
@@ -296,21 +297,19 @@ class LearnerWorker:
                        _chunks(len(train), cfg.batch_size, torch.randperm(len(train), generator=generator))]
             for step, index in enumerate(batches):
                 share, real = self._my_share(index)
-                loss, _ = self._pair_losses(self.reward, [train[i] for i in share])
+                loss, metrics = self._pair_losses(self.reward, [train[i] for i in share])
                 self.reward.backward(loss * self._group_weight(len(share), len(index), real))
                 self.reward.step()
-                weighted_loss += loss.item() * (len(share) / len(index) if real else 0.0)
+                weight = len(share) / len(index) if real else 0.0
+                weighted["rm_loss"] += metrics["rm_loss"] * weight
+                weighted["rm_train_accuracy"] += metrics["rm_accuracy"] * weight
                 self._report("reward_model", iteration, step + 1, len(batches))
         train_seconds = time.perf_counter() - start
-        after = self._evaluate_pairs(fresh)
-        held = self._evaluate_pairs(held_out)
+        held = self.evaluate_pairs(held_out)
         self.replay = (self.replay + fresh)[-REPLAY_KEEP:]
+        trained = self._merged_means(weighted, len(batches)) if batches else {key: float("nan") for key in weighted}
         return {
-            "rm_loss": self._merged_means({"rm_loss": weighted_loss}, len(batches))["rm_loss"]
-            if batches else float("nan"),
-            "rm_train_loss_before": before["rm_loss"],
-            "rm_train_loss_after": after["rm_loss"],
-            "rm_train_accuracy": after["rm_accuracy"],
+            **trained,
             "rm_accuracy": held["rm_accuracy"],
             "rm_eval_loss": held["rm_loss"],
             "rm_pairs_trained": len(train) * cfg.epochs,

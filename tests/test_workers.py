@@ -230,11 +230,16 @@ def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     pairs = [PreferencePair(f"question {i}?", "a clear and correct answer.", f"zzz qqq {i} xx", 0, 1)
              for i in range(12)]
+    untrained = learner.evaluate_pairs(pairs)
     first = learner.train_reward(pairs, iteration=1)
+    after_first = learner.evaluate_pairs(pairs)
     second = learner.train_reward(pairs, iteration=2)
-    assert first["rm_train_loss_after"] < first["rm_train_loss_before"]
-    assert second["rm_train_loss_after"] < first["rm_train_loss_before"]
-    assert 0 <= second["rm_accuracy"] <= 1 and second["rm_pairs_trained"] > 0
+    assert after_first["rm_loss"] < untrained["rm_loss"]  # the reward model learns its pairs
+    assert learner.evaluate_pairs(pairs)["rm_loss"] < after_first["rm_loss"]
+    # the training loss is each batch's before its step: the second pass starts where the first ended
+    assert second["rm_loss"] < first["rm_loss"]
+    assert 0 <= second["rm_accuracy"] <= 1 and 0 <= second["rm_train_accuracy"] <= 1
+    assert second["rm_pairs_trained"] > 0
 
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
     initial = {k: v.clone() for k, v in learner.policy_state().items()}
