@@ -76,9 +76,11 @@ def summarize(system: SystemAnswers, scores: dict[str, np.ndarray]) -> dict[str,
 
 def compare(baseline: dict[str, np.ndarray], system: dict[str, np.ndarray], seed: int,
             resamples: int = 1000) -> dict[str, dict[str, float]]:
-    """Per metric: baseline mean, system mean, mean difference and its paired-bootstrap 95% interval."""
+    """Per metric: baseline mean, system mean, mean difference and its paired-bootstrap 95% interval.
+    Only metrics both were scored on: a run judged where WordNet was missing has `meteor_nosyn`
+    instead of `meteor`, and the two are different metrics."""
     table = {}
-    for key in baseline:
+    for key in [key for key in baseline if key in system]:
         rng = np.random.default_rng([seed, 17])  # the same resampled prompts for every metric
         diff, low, high = paired_bootstrap(baseline[key], system[key], rng, resamples=resamples)
         table[key] = {"baseline": float(baseline[key].mean()), "system": float(system[key].mean()),

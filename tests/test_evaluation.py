@@ -53,6 +53,13 @@ def test_compare_detects_a_shift_and_verdict_reads_it():
     assert verdict(same) == "no significant difference"
 
 
+def test_compare_leaves_out_a_meteor_scored_without_synonyms_on_one_side():
+    scores = np.arange(10, dtype=float)
+    table = compare({"bleu": scores, "meteor": scores}, {"bleu": scores + 1, "meteor_nosyn": scores},
+                    seed=0, resamples=100)
+    assert list(table) == ["bleu"] and table["bleu"]["difference"] == pytest.approx(1.0)
+
+
 def test_answers_round_trip(tmp_path):
     system = SystemAnswers("iter-1", ["Paris.", "It is blue."], [3, 5], [False, True])
     scores = {"bleu": np.array([100.0, 0.0]), "cosine": np.array([1.0, 0.2])}
