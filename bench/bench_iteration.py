@@ -1,6 +1,6 @@
 """Per-phase seconds and throughput of whole training iterations, from a real run.
 
-    python bench/bench_iteration.py [--config default] [key.sub=value ...]
+    python bench/bench_iteration.py [--config default] [--out NAME] [key.sub=value ...]
 
 Runs jobs/train.py into a fresh run directory and reports what its metrics.jsonl recorded.
 """
@@ -25,6 +25,8 @@ RATES = ("rollout_tokens_per_second", "rm_pairs_per_second", "policy_tokens_per_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="default")
+    parser.add_argument("--out", default=None,
+                        help="results file name under bench/results/ (default iteration-CONFIG)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="crowdless-bench-")) / "run"
@@ -40,7 +42,7 @@ def main() -> None:
         print(f"{row['iteration']:>4} "
               + " ".join(f"{row[c]:>11.1f}s" if row[c] is not None else f"{'-':>12}" for c in columns[:len(PHASES)])
               + " " + " ".join(f"{row[r]:>22.1f}" if row[r] is not None else f"{'-':>22}" for r in RATES))
-    write_results(f"iteration-{Path(args.config).stem}",
+    write_results(args.out or f"iteration-{Path(args.config).stem}",
                   {"config": args.config, "overrides": args.overrides, "iterations": figures})
 
 if __name__ == "__main__":
