@@ -1,14 +1,17 @@
 """Per-phase seconds and throughput of whole training iterations, from a real run.
 
-    python bench/bench_iteration.py [--config default] [--out NAME] [key.sub=value ...]
+    python bench/bench_iteration.py [--config default] [--out NAME] [--keep-run] [key.sub=value ...]
 
-Runs jobs/train.py into a fresh run directory and reports what its metrics.jsonl recorded.
+Runs jobs/train.py into a fresh temporary run directory and reports what its metrics.jsonl
+recorded. The run directory (checkpoints included, several GB) is removed afterwards unless
+--keep-run is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,12 +30,20 @@ def main() -> None:
     parser.add_argument("--config", default="default")
     parser.add_argument("--out", default=None,
                         help="results file name under bench/results/ (default iteration-CONFIG)")
+    parser.add_argument("--keep-run", action="store_true",
+                        help="keep the temporary run directory (checkpoints, logs) and print its path")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="crowdless-bench-")) / "run"
-    subprocess.run([sys.executable, "jobs/train.py", "--config", args.config, "--run-dir", str(run_dir),
-                    *args.overrides], cwd=ROOT, check=True)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    try:
+        subprocess.run([sys.executable, "jobs/train.py", "--config", args.config, "--run-dir", str(run_dir),
+                        *args.overrides], cwd=ROOT, check=True)
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    finally:
+        if args.keep_run:
+            print(f"run directory kept: {run_dir}")
+        else:
+            shutil.rmtree(run_dir.parent, ignore_errors=True)
     rows = [row for row in rows if row["iteration"] >= 1]  # iteration 0: the held-out baseline
     columns = [f"seconds_{p}" for p in PHASES] + list(RATES)
     # phases and rates a run did not have (no reward model under reward.source=ranker) are blank

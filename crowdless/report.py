@@ -1,6 +1,7 @@
 """RUN/eval/: metrics.json (every figure), report.md (the tables a person reads) and PNG plots.
 
-    metrics_over_iterations.png   held-out metrics per iteration beside the reward model's score (or the KL)
+    metrics_over_iterations.png   held-out metrics per iteration beside the reward model's score (or,
+                                  without one, the objective's own training signal: POLICY_SIGNALS)
     answer_lengths.png            answer-length distribution of the baseline and the last system
 """
 
@@ -10,6 +11,17 @@ import json
 from pathlib import Path
 
 from crowdless.evaluation import read_answers
+
+# What each policy objective reports about its own training, as metrics.jsonl names it:
+# (key, console label, digits, plot title). The policy-gradient objectives report the KL to the
+# reference; dpo the share of its pairs whose implicit reward orders them right, and the margin;
+# listwise the share of its lists whose best answer it scores highest.
+POLICY_SIGNALS = (
+    ("kl", "kl", 4, "KL to the reference (trained)"),
+    ("reward_accuracy", "pair_acc", 2, "pairs ordered right by the policy (trained)"),
+    ("reward_margin", "margin", 3, "DPO implicit reward margin (trained)"),
+    ("top1_accuracy", "top1", 2, "lists whose best answer scores highest (trained)"),
+)
 
 
 def _table_markdown(name: str, table: dict[str, dict[str, float]]) -> list[str]:
@@ -33,10 +45,11 @@ def _plot_over_iterations(rows: list[dict], path: Path) -> bool:
     keys = [k for k in ("eval_cosine", "eval_chrf", "eval_bleu", "eval_meteor", "eval_meteor_nosyn")
             if k in evaluated[0]]
     # the training-side signal: the reward model's score, or (no reward model; the ranker's rewards
-    # are centred per prompt) the policy's KL to the reference
+    # are centred per prompt) the first signal the objective reports
     signal, title = ("reward_mean", "reward model score (trained on)")
     if not any(r.get("rm_accuracy") is not None for r in rows):
-        signal, title = ("kl", "KL to the reference (trained)")
+        signal, title = next(((key, plot_title) for key, _, _, plot_title in POLICY_SIGNALS
+                              if any(r.get(key) is not None for r in rows)), ("kl", POLICY_SIGNALS[0][3]))
     trained = [r for r in rows if r.get(signal) is not None]
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4 * (len(keys) + 1), 3.2))
     for axis, key in zip(axes, keys):

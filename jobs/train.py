@@ -25,6 +25,7 @@ from configs.schema import ConfigError, CrowdlessConfig, dump_config, load_confi
 from crowdless.data import DataError, PromptExample, load_prompt_split  # noqa: E402
 from crowdless.models import ModelError, resolve_dtype, resolve_model  # noqa: E402
 from crowdless.ranking import ranking_statistics  # noqa: E402
+from crowdless.report import POLICY_SIGNALS, write_report  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -292,7 +293,6 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
     """The final policy against the starting one on the held-out prompts, and how well the reward
     model and the ranker order sampled answers the way their similarity to the reference does."""
     from crowdless.evaluation import format_table, verdict
-    from crowdless.report import write_report
 
     table = evaluation.compare("iter-0", f"iter-{total}")
     agreement = {}
@@ -327,7 +327,9 @@ def iteration_line(iteration: int, total: int, metrics: dict) -> str:
     # reward and rm_acc only where a reward model scores: the ranker's rewards are centred (mean 0)
     scored = (f"reward {metrics.get('reward_mean', nan):+.3f}  rm_acc {metrics['rm_accuracy']:.2f}  "
               if "rm_accuracy" in metrics else "")
-    return (f"[iter {iteration}/{total}] {scored}kl {_figure(metrics.get('kl', nan), 4)}  "
+    trained = "".join(f"{label} {_figure(metrics[key], digits)}  "
+                      for key, label, digits, _ in POLICY_SIGNALS if key in metrics)
+    return (f"[iter {iteration}/{total}] {scored}{trained}"
             f"pairs {metrics['pairs']}  "
             f"len {metrics['response_length']:.1f}  "
             + (f"held-out cosine {metrics['eval_cosine']:.3f}  " if "eval_cosine" in metrics else "")
@@ -358,9 +360,12 @@ def print_summary(run_dir: Path, total: int) -> None:
     rows = [row for row in rows if row["iteration"] >= 1]  # iteration 0: the baseline evaluation
     first, last = rows[0], rows[-1]
     print(f"[crowdless] done: {total} iterations in {run_dir}", flush=True)
-    for key in ("reward_mean", "kl", "rm_accuracy", "response_length", "pairs"):
+    signals = [key for key, *_ in POLICY_SIGNALS]
+    for key in ("reward_mean", "rm_accuracy", *signals, "response_length", "pairs"):
         if "rm_accuracy" not in last and key in ("reward_mean", "rm_accuracy"):
             continue  # no reward model: the ranker's rewards are centred per prompt, mean 0
+        if key in signals and key not in last:
+            continue  # a signal another objective reports
         print(f"  {key:<16} iteration {first['iteration']}: {_figure(first.get(key))}  ->  "
               f"iteration {last['iteration']}: {_figure(last.get(key))}")
     print(f"  policy: {run_dir / 'checkpoints' / 'latest' / 'policy'}   metrics: {run_dir / 'metrics.jsonl'}",
