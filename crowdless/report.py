@@ -48,8 +48,8 @@ def _plot_over_iterations(rows: list[dict], path: Path) -> bool:
     # are centred per prompt) the first signal the objective reports
     signal, title = ("reward_mean", "reward model score (trained on)")
     if not any(r.get("rm_accuracy") is not None for r in rows):
-        signal, title = next(((key, plot_title) for key, _, _, plot_title in POLICY_SIGNALS
-                              if any(r.get(key) is not None for r in rows)), ("kl", POLICY_SIGNALS[0][3]))
+        signal, _, _, title = next((entry for entry in POLICY_SIGNALS
+                                    if any(r.get(entry[0]) is not None for r in rows)), POLICY_SIGNALS[0])
     trained = [r for r in rows if r.get(signal) is not None]
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4 * (len(keys) + 1), 3.2))
     for axis, key in zip(axes, keys):

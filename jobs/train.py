@@ -360,12 +360,11 @@ def print_summary(run_dir: Path, total: int) -> None:
     rows = [row for row in rows if row["iteration"] >= 1]  # iteration 0: the baseline evaluation
     first, last = rows[0], rows[-1]
     print(f"[crowdless] done: {total} iterations in {run_dir}", flush=True)
-    signals = [key for key, *_ in POLICY_SIGNALS]
-    for key in ("reward_mean", "rm_accuracy", *signals, "response_length", "pairs"):
-        if "rm_accuracy" not in last and key in ("reward_mean", "rm_accuracy"):
-            continue  # no reward model: the ranker's rewards are centred per prompt, mean 0
-        if key in signals and key not in last:
-            continue  # a signal another objective reports
+    for key in ("reward_mean", "rm_accuracy", *(key for key, *_ in POLICY_SIGNALS), "response_length", "pairs"):
+        # a figure this objective does not report; without a reward model the ranker's rewards are
+        # centred per prompt (mean 0), so reward_mean says nothing
+        if key not in last or (key == "reward_mean" and "rm_accuracy" not in last):
+            continue
         print(f"  {key:<16} iteration {first['iteration']}: {_figure(first.get(key))}  ->  "
               f"iteration {last['iteration']}: {_figure(last.get(key))}")
     print(f"  policy: {run_dir / 'checkpoints' / 'latest' / 'policy'}   metrics: {run_dir / 'metrics.jsonl'}",
