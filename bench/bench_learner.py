@@ -7,9 +7,13 @@ The config's iteration batch (default: 16 prompts x 8 answers of up to 48 tokens
 the machine's auto dtype): the same rollouts and ranker groups for every objective, one warm-up
 phase, then the fastest of --repeats phases, beside the phase's arithmetic floor (its
 unavoidable FLOPs over this machine's measured matrix-product rate). ppo trains its value model
-too and scores with a reward model; the others take the ranker's scores (reward.source=ranker). Each objective runs
-with ppo.old_logprobs=engine (the rollouts carry the sampling policy's log-probs, computed once
-here as the engine would return them) and =recompute (the learner repeats that forward pass).
+too and scores with a reward model; the other policy-gradient objectives take the ranker's scores
+(reward.source=ranker). Each of those runs with ppo.old_logprobs=engine (the rollouts carry the
+sampling policy's log-probs, computed once here as the engine would return them) and =recompute
+(the learner repeats that forward pass). dpo trains on the config's pairs of the ranked answers
+(every answer kept: 8 answers, interval 4 and 25% noised twins give 13 pairs per prompt, about
+what a default iteration makes) and listwise on the ranked lists; they read no sampling
+log-probs, so each runs once, and its tokens/s counts every (prompt, answer) row it trains on.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from common import best_seconds, write_results  # noqa: E402
 
 
 def make_batch(tokenizer, prompts: int, answers: int, tokens: int, config):
-    """Rollouts with random answer tokens (lengths tokens/2..tokens) and ranker groups for them."""
+    """Rollouts with random answer tokens (lengths tokens/2..tokens) and ranker groups for them,
+    every answer kept, with the config's pairs (interval and noise share) for dpo."""
     import numpy as np
 
+    from algos.pairs import build_pairs
     from crowdless.data import load_prompts
     from crowdless.prompts import encode_prompt
     from crowdless.records import RankedGroup, Rollout
@@ -44,8 +50,11 @@ def make_batch(tokenizer, prompts: int, answers: int, tokens: int, config):
             rollouts.append(Rollout(text, prompt_ids, response, tokenizer.decode(response), [0.0] * length,
                                     length < tokens))
         scores = rng.dirichlet(np.ones(answers)).tolist()
-        groups.append(RankedGroup(text, [r.response_text for r in rollouts[-answers:]], scores,
-                                  list(range(answers)), sorted(range(answers), key=lambda i: -scores[i]), []))
+        texts_sampled = [r.response_text for r in rollouts[-answers:]]
+        ranked = sorted(range(answers), key=lambda i: -scores[i])
+        pairs = build_pairs([texts_sampled[i] for i in ranked], config.ranking.interval, prompt=text,
+                            noise_share=config.ranking.noise_share, rng=rng)
+        groups.append(RankedGroup(text, texts_sampled, scores, list(range(answers)), ranked, pairs))
     return rollouts, groups
 
 
@@ -56,8 +65,8 @@ def with_sampling_logprobs(learner, rollouts):
     import torch
 
     batch = learner._ppo_batch(rollouts)
-    with torch.no_grad():
-        logprobs = learner._response_logprobs(learner.policy.module, batch, torch.arange(len(rollouts)))
+    with torch.no_grad():  # in the learner's minibatches: [rows, T, vocab] logits at once can fill a GPU
+        logprobs = learner._rollout_statistics(batch, None)["old_logprobs"]
     return [dataclasses.replace(r, logprobs=logprobs[i, :len(r.response_ids)].tolist())
             for i, r in enumerate(rollouts)]
 
@@ -81,13 +90,22 @@ def matmul_flops_per_second(dtype, size: int = 2048) -> float:
     return 2 * size**3 / best_seconds(product, repeats=5)
 
 
-def floor_flops(learner, rollouts, config) -> float:
-    """The arithmetic a policy phase cannot avoid: per prompt+answer token, 2 x parameters for
-    the reference forward and, per epoch, 6 x parameters for the policy's forward and backward
-    (4 with LoRA, whose frozen weights get no gradient). Padding, the value model, the reward
-    model and everything else come on top, so measured time over this floor is the overhead."""
+def trained_rows(learner, rollouts, groups):
+    """The token rows the policy phase trains on: the rollouts for a policy-gradient objective,
+    each pair's or list's (prompt, answer) rows for a preference objective."""
+    if learner.objective.kind == "preference":
+        return learner._as_rollouts([row for item in learner._preference_items(groups) for row in item])
+    return rollouts
+
+
+def floor_flops(learner, rows, config) -> float:
+    """The arithmetic a policy phase cannot avoid: per prompt+answer token of the trained rows,
+    2 x parameters for the reference forward and, per epoch, 6 x parameters for the policy's
+    forward and backward (4 with LoRA, whose frozen weights get no gradient). Padding, the value
+    model, the reward model and everything else come on top, so measured time over this floor is
+    the overhead."""
     parameters = sum(p.numel() for p in learner.policy.module.parameters())
-    tokens = sum(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
+    tokens = sum(len(r.prompt_ids) + len(r.response_ids) for r in rows)
     per_epoch = 4 if config.learner.lora_rank else 6
     return tokens * parameters * (2 + per_epoch * config.ppo.epochs)
 
@@ -109,16 +127,29 @@ def bench_objective(objective: str, old_logprobs: str, args) -> dict:
     rollouts, groups = make_batch(learner.tokenizer, rollout.prompts_per_iteration, rollout.samples_per_prompt,
                                   rollout.max_new_tokens, config)
     rollouts = with_sampling_logprobs(learner, rollouts)
-    tokens = sum(len(r.response_ids) for r in rollouts)
+    rows = trained_rows(learner, rollouts, groups)
+    tokens = sum(len(r.response_ids) for r in rows)
     learner.train_policy(rollouts, 0, groups)  # warm-up (and the value model's construction)
     best = float("inf")
     for repeat in range(args.repeats):
         start = time.perf_counter()
         learner.train_policy(rollouts, repeat + 1, groups)
         best = min(best, time.perf_counter() - start)
-    floor = floor_flops(learner, rollouts, config) / matmul_flops_per_second(learner.dtype)
+    floor = floor_flops(learner, rows, config) / matmul_flops_per_second(learner.dtype)
     return {"seconds": best, "response_tokens": tokens, "tokens_per_second": tokens / best,
             "dtype": str(learner.dtype), "floor_seconds": floor, "floor_share": floor / best}
+
+
+def release_memory() -> None:
+    """Frees the last objective's learner (its engines hold reference cycles) before the next
+    builds its own: on a GPU, three learners of a 1.5B model do not fit beside each other."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -134,11 +165,16 @@ def main() -> None:
                         help="config overrides for every objective, e.g. learner.lora_rank=16")
     parser.add_argument("--out", default="learner", help="results file name under bench/results/")
     args = parser.parse_args()
+    from algos.objectives import get_objective
+
     figures = {"workload": vars(args)}
     for objective in args.objectives.split(","):
-        for old_logprobs in args.old_logprobs.split(","):
-            name = f"{objective}/{old_logprobs}"
+        # dpo and listwise read no sampling log-probs: one run, under the first setting
+        preference = get_objective(objective).kind == "preference"
+        for old_logprobs in args.old_logprobs.split(",")[:1 if preference else None]:
+            name = objective if preference else f"{objective}/{old_logprobs}"
             figures[name] = row = bench_objective(objective, old_logprobs, args)
+            release_memory()
             print(f"{name:<20} {row['seconds']:7.1f} s per policy phase  "
                   f"{row['tokens_per_second']:7.1f} response tokens/s  ({row['dtype']})  "
                   f"arithmetic floor {row['floor_seconds']:.1f} s ({100 * row['floor_share']:.0f}%)", flush=True)
