@@ -289,6 +289,31 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     assert (tmp_path / "reward_model").exists() == learner.has_reward_model()
 
 
+def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(config, tiny_model_dir):
+    """dpo and listwise take the frozen reference's sequence log-prob of each distinct (prompt,
+    answer) once per phase, in length-sorted minibatches; each must be the row's own, as a forward
+    pass over that row alone gives it, and a row repeated across pairs is computed once."""
+    from actors.learner_worker import LearnerWorker
+    from algos.objectives import sequence_logprobs
+
+    config = config.model_copy(update={"policy": config.policy.model_copy(update={"objective": "dpo"})})
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    rows = [("What is an atom?", "The smallest unit of matter."), ("What is an atom?", "zz qq"),
+            ("What is an atom?", "The smallest unit of matter."), ("Hi", "Hello there, how can I help you today?"),
+            ("Hi", "The smallest unit of matter.")]
+    forwards = []
+    original = learner._response_logprobs
+    learner._response_logprobs = lambda model, batch, part: forwards.append(len(part)) or original(model, batch, part)
+    together = learner._reference_sequence_logprobs(rows)
+    learner._response_logprobs = original
+    assert sum(forwards) == len(set(rows)) == len(together) == 4
+    for row in rows:
+        batch = learner._ppo_batch(learner._as_rollouts([row]))
+        alone = sequence_logprobs(learner._response_logprobs(learner.reference, batch, torch.arange(1)), batch["mask"])
+        assert together[row] == pytest.approx(float(alone), abs=1e-4)
+    assert together[rows[0]] != pytest.approx(together[rows[4]], abs=1e-2)  # the prompt matters
+
+
 @pytest.mark.parametrize(("lora_rank", "zero_stage"), [(0, 0), (4, 0), (0, 2)])
 def test_resumed_learner_continues_exactly(lora_rank, zero_stage, tiny_model_dir, tmp_path, embedder):
     """Iterations 1-3 in one learner, against 1-2, a checkpoint, and 3 in a new learner built from
