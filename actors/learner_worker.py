@@ -494,22 +494,29 @@ class LearnerWorker:
                         encode_answer(self.tokenizer, answer, answer_tokens), answer, [], True)
                 for prompt, answer in rows]
 
-    def _reference_sequence_logprobs(self, rows: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
-        """log pi_ref(answer | prompt) of each distinct row, computed once per phase: the reference
-        is frozen, and an answer sits in several pairs (a default iteration's 416 pair rows hold
-        about 176 distinct ones). Rows go through in minibatches of similar length, so that
-        little of each is padding."""
+    @torch.no_grad()
+    def _sequence_logprobs(self, model, rows: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        """log pi(answer | prompt) of each distinct row, each computed once: an answer sits in
+        several pairs (a default iteration's 416 pair rows hold about 176 distinct ones). Rows go
+        through in minibatches of similar length, so that little of each is padding."""
         distinct = list(dict.fromkeys(rows))
         rollouts = self._as_rollouts(distinct)
         batch = self._ppo_batch(rollouts)
         by_length = torch.tensor(sorted(range(len(distinct)),
                                         key=lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].response_ids)))
         values = torch.empty(len(distinct))
-        with torch.no_grad():
-            for part in _chunks(len(distinct), self.config.ppo.minibatch_size, by_length):
-                values[part] = sequence_logprobs(self._response_logprobs(self.reference, batch, part),
-                                                  batch["mask"][part])
+        for part in _chunks(len(distinct), self.config.ppo.minibatch_size, by_length):
+            values[part] = sequence_logprobs(self._response_logprobs(model, batch, part), batch["mask"][part])
         return dict(zip(distinct, values.tolist()))
+
+    def implicit_rewards(self, prompts: list[str], answers: list[str]) -> list[float]:
+        """beta * log(pi(answer | prompt) / pi_ref(answer | prompt)): the reward by which dpo and
+        listwise, which train no reward model, teach the policy to order answers."""
+        rows = list(zip(prompts, answers))
+        self.policy.module.eval()
+        policy = self._sequence_logprobs(self.policy, rows)
+        reference = self._sequence_logprobs(self.reference, rows)
+        return [self.config.policy.beta * (policy[row] - reference[row]) for row in rows]
 
     def _train_preference(self, groups: list[RankedGroup], iteration: int) -> dict[str, float]:
         """dpo / listwise: sequence log-probs of ranked answers under the policy and the reference."""
@@ -524,8 +531,9 @@ class LearnerWorker:
         step_metrics: dict[str, float] = {}  # per-step metrics weighted by this rank's share of items
         steps = [order[i:i + per_step] for i in range(0, len(order), per_step)]
         shares = [self._my_share(whole_step) for whole_step in steps]
-        reference = self._reference_sequence_logprobs(
-            [row for chosen, _ in shares for i in chosen for row in items[i]])
+        # the frozen reference's log-probs once per phase, each distinct row once
+        reference = self._sequence_logprobs(self.reference, [row for chosen, _ in shares for i in chosen
+                                                             for row in items[i]])
         self.policy.module.train()
         tokens = 0
         for step, (whole_step, (chosen, real)) in enumerate(zip(steps, shares)):

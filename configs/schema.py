@@ -46,7 +46,10 @@ class ModelConfig(Section):
     )
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "auto", description="Weights dtype for rollouts and training (no fp16 on CPU). auto: bfloat16 on "
-        "a GPU or a CPU with native bf16 matmuls (AVX512-BF16 / AMX), else float32 (bf16 is then ~80x slower)."
+        "a GPU or a CPU with native bf16 matmuls (AVX512-BF16 / AMX), else float32 (bf16 is then ~80x slower). "
+        "A short run at a small learning rate wants float32: a step smaller than half a bf16 rounding step "
+        "leaves the bf16 weight where it was (the learner keeps float32 master copies, but the forward "
+        "passes, vLLM and the saved policy see the rounded weights)."
     )
     use_chat_template: bool = Field(True, description="Apply the tokenizer's chat template.")
     max_prompt_tokens: int = Field(256, ge=8, description="Longer prompts are truncated (left).")

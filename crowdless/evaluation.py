@@ -8,8 +8,9 @@ with a paired bootstrap: the same resampled prompts for both.
 
 Reward-model agreement (the paper's manual check made automatic): for held-out prompts,
 K sampled answers are ordered by their judge similarity to the reference; we report how
-often the reward model's order (and the label-free ranker's TextRank order) equals that
-order in full (random: 1/K!) and its pairwise accuracy.
+often the reward model's order (or, for dpo / listwise, which train no reward model, the
+policy's implicit reward beta * log(pi / pi_ref)) and the label-free ranker's TextRank order
+equal that order in full (random: 1/K!), and their pairwise accuracy.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from algos.metrics import answer_scores, distinct_n, load_wordnet, paired_bootst
 
 # Metrics where a difference of systems is reported with an interval, in report order.
 HEADLINE = ("cosine", "chrf", "bleu")
+# Who orders sampled answers in the agreement check, in report order.
+ORDERERS = ("reward_model", "implicit_reward", "ranker")
 
 
 @dataclass
@@ -203,10 +206,10 @@ class HeldOutEvaluation:
             table[key] = compare({key: b}, {key: s}, self.seed, self.config.bootstrap_resamples)[key]
         return table
 
-    def agreement(self, generate, score_rewards, ranker_embedder=None, answers: int = 4) -> dict[str, float]:
+    def agreement(self, generate, scorers: dict, ranker_embedder=None, answers: int = 4) -> dict[str, float]:
         """Sample `answers` per prompt; the reference order is their judge cosine to the reference.
-        Reports full-order agreement and pairwise accuracy of the reward model's scores
-        (`score_rewards(prompts, answers)`, None where the run has no reward model) and of
+        Reports full-order agreement and pairwise accuracy of each scorer in `scorers` ({name in
+        ORDERERS: score(prompts, answers) -> floats}, empty where the run has none) and of
         TextRank over the ranker's embeddings."""
         from algos.textrank import similarity_graph, textrank
         from crowdless.ranking import embed
@@ -214,13 +217,13 @@ class HeldOutEvaluation:
         count = self.config.agreement_prompts
         prompts, references = self.prompts[:count], self.references[:count]
         samples = generate(prompts, answers, False, self.config.max_new_tokens)
-        targets, rewards, ranks = [], [], []
+        targets = []
+        orderers: dict[str, list[np.ndarray]] = {name: [] for name in [*scorers, "ranker"]}
         for prompt, reference, rollouts in zip(prompts, references, samples):
             texts = [r.response_text.strip() for r in rollouts]
             targets.append(self.judge.cosine(texts, [reference] * len(texts)))
-            if score_rewards is not None:
-                rewards.append(np.array(score_rewards([prompt] * len(texts), texts)))
+            for name, score in scorers.items():
+                orderers[name].append(np.array(score([prompt] * len(texts), texts)))
             vectors = embed(ranker_embedder, texts) if ranker_embedder is not None else self.judge.embed(texts)
-            ranks.append(textrank(similarity_graph(vectors)))
-        orderers = {"reward_model": rewards, "ranker": ranks} if rewards else {"ranker": ranks}
+            orderers["ranker"].append(textrank(similarity_graph(vectors)))
         return agreement(orderers, targets)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crowdless.evaluation import read_answers
+from crowdless.evaluation import ORDERERS, read_answers
 
 # What each policy objective reports about its own training, as metrics.jsonl names it:
 # (key, console label, digits, plot title). The policy-gradient objectives report the KL to the
@@ -102,7 +102,7 @@ def write_report(out_dir: Path, tables: dict[str, dict], agreement: dict, metric
                   f"agreement: {agreement['agreement_random_full']:.4f} (the paper: 0.8333 DailyDialog, "
                   "0.6300 CornellMovie).", "",
                   "| orderer | full order | pairwise |", "|---|---:|---:|"]
-        for who in ("reward_model", "ranker"):
+        for who in ORDERERS:
             if f"{who}_full_order" in agreement:
                 lines.append(f"| {who} | {agreement[f'{who}_full_order']:.4f} | {agreement[f'{who}_pairwise']:.4f} |")
         lines.append("")

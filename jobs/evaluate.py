@@ -106,7 +106,7 @@ def evaluate_run(args: argparse.Namespace) -> Path:
             from crowdless.ranking import load_embedder
 
             ranker_embedder = load_embedder(config.model.embedding)
-        agreement = evaluation.agreement(worker.generate, reward.score, ranker_embedder)
+        agreement = evaluation.agreement(worker.generate, {"reward_model": reward.score}, ranker_embedder)
         print(f"answer order agreement (iteration {checkpoints[-1][0]}): "
               + ", ".join(f"{k} {v:.4f}" for k, v in agreement.items() if isinstance(v, float)), flush=True)
     notes = [f"Run `{run_dir}`, baseline `{baseline}`, {len(evaluation.prompts)} held-out prompts "

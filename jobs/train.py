@@ -291,8 +291,10 @@ def prefixed(prefix: str, metrics: dict) -> dict:
 
 def report_held_out(evaluation, total: int, generate, learner, config) -> None:
     """The final policy against the starting one on the held-out prompts, and how well the reward
-    model and the ranker order sampled answers the way their similarity to the reference does."""
-    from crowdless.evaluation import format_table, verdict
+    model (or the policy's implicit reward) and the ranker order sampled answers the way their
+    similarity to the reference does."""
+    from algos.objectives import get_objective
+    from crowdless.evaluation import ORDERERS, format_table, verdict
 
     table = evaluation.compare("iter-0", f"iter-{total}")
     agreement = {}
@@ -302,18 +304,19 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
             from crowdless.ranking import load_embedder
 
             ranker_embedder = load_embedder(config.model.embedding)
-        score_rewards = None
+        scorers = {}
         if learner.run("has_reward_model"):
-            def score_rewards(prompts, answers):
-                return learner.run("score", prompts, answers)
-        agreement = evaluation.agreement(generate, score_rewards, ranker_embedder)
+            scorers["reward_model"] = lambda prompts, answers: learner.run("score", prompts, answers)
+        elif get_objective(config.policy.objective).kind == "preference":
+            scorers["implicit_reward"] = lambda prompts, answers: learner.run("implicit_rewards", prompts, answers)
+        agreement = evaluation.agreement(generate, scorers, ranker_embedder)
     report = write_report(evaluation.out_dir, {f"iter-{total}": table}, agreement,
                           Path(evaluation.out_dir).parent / "metrics.jsonl")
     print(f"[crowdless] held-out prompts ({len(evaluation.prompts)}, greedy, against references): "
           f"iteration {total} vs the starting model: {verdict(table)}", flush=True)
     print(format_table(table, f"iter-{total}"), flush=True)
     if agreement:
-        orderers = [who for who in ("reward_model", "ranker") if f"{who}_full_order" in agreement]
+        orderers = [who for who in ORDERERS if f"{who}_full_order" in agreement]
         print(f"  answer order agreement with the reference ({agreement['agreement_answers']} answers, "
               f"{agreement['agreement_prompts']} prompts; random {agreement['agreement_random_full']:.3f}): "
               + ", ".join(f"{who.replace('_', ' ')} {agreement[f'{who}_full_order']:.3f} full / "

@@ -245,6 +245,10 @@ def test_embedded_smollm2_default_small(tmp_path):
     assert baseline["iteration"] == 0 and metrics["eval_cosine"] is not None
     assert "iteration 1 vs the starting model" in out
     assert metrics["pairs"] > 0 and "rm_loss" not in metrics  # the default trains no reward model
+    # ... so the answer-order check judges the policy's implicit reward in its place
+    agreement = json.loads((run_dir / "eval" / "metrics.json").read_text())["agreement"]
+    assert 0 <= agreement["implicit_reward_full_order"] <= 1 and "reward_model_full_order" not in agreement
+    assert "implicit reward" in out
     assert 0.0 <= metrics["reward_accuracy"] <= 1.0 and math.isfinite(metrics["dpo_loss"])
     assert metrics["response_length"] > 1
     assert (run_dir / "checkpoints" / "latest" / "policy" / "model.safetensors").exists()

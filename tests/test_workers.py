@@ -304,7 +304,7 @@ def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(confi
     forwards = []
     original = learner._response_logprobs
     learner._response_logprobs = lambda model, batch, part: forwards.append(len(part)) or original(model, batch, part)
-    together = learner._reference_sequence_logprobs(rows)
+    together = learner._sequence_logprobs(learner.reference, rows)
     learner._response_logprobs = original
     assert sum(forwards) == len(set(rows)) == len(together) == 4
     for row in rows:
@@ -312,6 +312,31 @@ def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(confi
         alone = sequence_logprobs(learner._response_logprobs(learner.reference, batch, torch.arange(1)), batch["mask"])
         assert together[row] == pytest.approx(float(alone), abs=1e-4)
     assert together[rows[0]] != pytest.approx(together[rows[4]], abs=1e-2)  # the prompt matters
+
+
+def test_implicit_reward_is_beta_times_the_policy_reference_log_ratio(config, tiny_model_dir):
+    """The held-out agreement check orders a dpo run's answers by beta * log(pi / pi_ref): zero
+    for every answer while the policy is the reference, each row's own log-ratio once it moved."""
+    from actors.learner_worker import LearnerWorker
+    from algos.objectives import sequence_logprobs
+
+    config = config.model_copy(update={"policy": config.policy.model_copy(update={"objective": "dpo",
+                                                                                   "beta": 0.5})})
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    prompts = ["What is an atom?", "What is an atom?", "Hi"]
+    answers = ["The smallest unit of matter.", "zz qq", "Hello there, how can I help you today?"]
+    assert learner.implicit_rewards(prompts, answers) == [0.0, 0.0, 0.0]
+    with torch.no_grad():
+        for parameter in learner.policy.module.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    moved = learner.implicit_rewards(prompts, answers)
+    for prompt, answer, reward in zip(prompts, answers, moved):
+        batch = learner._ppo_batch(learner._as_rollouts([(prompt, answer)]))
+        with torch.no_grad():
+            alone = [sequence_logprobs(learner._response_logprobs(model, batch, torch.arange(1)), batch["mask"])
+                     for model in (learner.policy.module, learner.reference)]
+        assert reward == pytest.approx(0.5 * float(alone[0] - alone[1]), abs=1e-4)
+    assert len(set(moved)) == 3 and all(reward != 0 for reward in moved)
 
 
 @pytest.mark.parametrize(("lora_rank", "zero_stage"), [(0, 0), (4, 0), (0, 2)])
