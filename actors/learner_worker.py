@@ -416,8 +416,26 @@ class LearnerWorker:
         """One policy phase with the configured objective. rollouts: every sampled answer, in the
         order of `groups` (the ranker's output for the same prompts, answers in sampling order)."""
         if self.objective.kind == "preference":
-            return self._train_preference(groups, iteration)
-        return self._train_policy_gradient(rollouts, groups, iteration)
+            metrics = self._train_preference(groups, iteration)
+        else:
+            metrics = self._train_policy_gradient(rollouts, groups, iteration)
+        return {**metrics, **self._policy_weights_moved()}
+
+    @torch.no_grad()
+    def _policy_weights_moved(self) -> dict[str, float]:
+        """The share of the policy's weights, as its forwards and vLLM see them, that differ from
+        the reference's (the starting policy). In bf16 a weight stays put until its float32 master
+        has moved half a bf16 step: a short run at a small learning rate can leave most weights
+        where they were (docs/experiments.md E19). Not measured under ZeRO-3 (sharded weights)
+        or LoRA (the base weights are frozen)."""
+        if self.config.learner.zero_stage == 3 or self.config.learner.lora_rank:
+            return {}
+        reference = dict(self.reference.named_parameters())
+        moved = total = 0
+        for name, weight in self.policy.module.named_parameters():
+            moved += int((weight != reference[name].to(weight.device)).sum())
+            total += weight.numel()
+        return {"policy_weights_moved": moved / total}
 
     def _train_policy_gradient(self, rollouts: list[Rollout], groups: list[RankedGroup],
                                iteration: int) -> dict[str, float]:

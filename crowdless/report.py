@@ -15,12 +15,14 @@ from crowdless.evaluation import ORDERERS, read_answers
 # What each policy objective reports about its own training, as metrics.jsonl names it:
 # (key, console label, digits, plot title). The policy-gradient objectives report the KL to the
 # reference; dpo the share of its pairs whose implicit reward orders them right, and the margin;
-# listwise the share of its lists whose best answer it scores highest.
+# listwise the share of its lists whose best answer it scores highest; each the share of the
+# policy's weights that moved (in bf16 a short run can leave most where they were).
 POLICY_SIGNALS = (
     ("kl", "kl", 4, "KL to the reference (trained)"),
     ("reward_accuracy", "pair_acc", 2, "pairs ordered right by the policy (trained)"),
     ("reward_margin", "margin", 3, "DPO implicit reward margin (trained)"),
     ("top1_accuracy", "top1", 2, "lists whose best answer scores highest (trained)"),
+    ("policy_weights_moved", "moved", 2, "share of the policy's weights changed from the start"),
 )
 
 

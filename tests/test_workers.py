@@ -283,10 +283,36 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     metrics = learner.train_policy(rollouts, 1, groups)
     assert math.isfinite(metrics["policy_loss"])
     assert learner.value is None
-    assert any(not torch.equal(initial[k], v) for k, v in learner.policy_state().items())
+    now = learner.policy_state()
+    assert any(not torch.equal(initial[k], v) for k, v in now.items())
+    # tied weights appear twice in a state dict, once in named_parameters: count over those
+    names = [name for name, _ in learner.policy.module.named_parameters()]
+    moved = sum(int((now[k] != initial[k]).sum()) for k in names) / sum(initial[k].numel() for k in names)
+    assert metrics["policy_weights_moved"] == pytest.approx(moved) and moved > 0
     learner.save_checkpoint(str(tmp_path))
     assert (tmp_path / "policy" / "config.json").exists() and not (tmp_path / "value_model").exists()
     assert (tmp_path / "reward_model").exists() == learner.has_reward_model()
+
+
+def test_weights_moved_counts_what_the_forward_sees(config, tiny_model_dir):
+    """policy_weights_moved is the share of the policy's working weights that differ from the
+    reference's. In bf16 a change smaller than half a rounding step is no change at all: the
+    reason a short bf16 run at a small learning rate barely moves (docs/experiments.md E19)."""
+    from actors.learner_worker import LearnerWorker
+
+    config = config.model_copy(update={"model": config.model.model_copy(update={"dtype": "bfloat16"})})
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    weights = dict(learner.policy.module.named_parameters())
+    total = sum(w.numel() for w in weights.values())
+    assert learner._policy_weights_moved() == {"policy_weights_moved": 0.0}
+    with torch.no_grad():
+        for weight in weights.values():  # a float32 step of 1e-4 of each weight, then rounded to bf16
+            weight.copy_((weight.float() * (1 + 1e-4)).to(weight.dtype))
+    assert learner._policy_weights_moved() == {"policy_weights_moved": 0.0}
+    weight = next(w for w in weights.values() if w.dim() == 2)
+    with torch.no_grad():
+        weight[0, :5] += 1.0
+    assert learner._policy_weights_moved()["policy_weights_moved"] == pytest.approx(5 / total)
 
 
 def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(config, tiny_model_dir):
