@@ -276,6 +276,8 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         mark_complete(run_dir, iteration, {"prompts_seen": iteration * len(prompts)})
         prune_training_state(run_dir, iteration, TRAINING_STATE)
         print(iteration_line(iteration, total, metrics), flush=True)
+        if iteration == start_iteration and (hint := precision_hint(metrics, resolve_dtype(config.model.dtype))):
+            print(hint, flush=True)
         if config.serve.enabled and iteration == start_iteration:
             start_serving(run_dir, config)
     metrics_log.close()
@@ -338,6 +340,17 @@ def iteration_line(iteration: int, total: int, metrics: dict) -> str:
             + (f"held-out cosine {metrics['eval_cosine']:.3f}  " if "eval_cosine" in metrics else "")
             + f"{seconds:.0f}s ("
             + " ".join(f"{k[8:]} {v:.0f}" for k, v in metrics.items() if k.startswith("seconds_")) + ")")
+
+
+def precision_hint(metrics: dict, dtype: str) -> str | None:
+    """A line for a bf16 run whose policy phase left most weights as they started: steps under half
+    a bf16 rounding step are lost to the weights the policy samples and is saved with."""
+    moved = metrics.get("policy_weights_moved")
+    if dtype != "bfloat16" or moved is None or moved >= 0.5:
+        return None
+    return (f"[crowdless] note: {moved:.0%} of the policy's weights differ from the start. In bf16 a "
+            "step smaller than half a rounding step leaves a weight as it was; model.dtype=float32, "
+            "or a larger ppo.lr, lets small steps through (docs/experiments.md E19)")
 
 
 def start_serving(run_dir: Path, config: CrowdlessConfig) -> None:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jobs.train import iteration_line, print_summary
+from jobs.train import iteration_line, precision_hint, print_summary
 
 pytestmark = pytest.mark.unit
 
@@ -27,6 +27,19 @@ def test_iteration_line_of_dpo_shows_its_pair_accuracy_and_margin_not_a_kl():
                "reward_accuracy": 0.9279, "reward_margin": 1.3637}
     assert iteration_line(2, 2, metrics) == ("[iter 2/2] pair_acc 0.93  margin 1.364  pairs 208  len 45.8  "
                                              "368s (policy 368)")
+
+
+def test_iteration_line_shows_the_share_of_weights_moved():
+    line = iteration_line(1, 2, {**BASE, "policy_weights_moved": 0.144})
+    assert line == "[iter 1/2] kl 0.0123  moved 0.14  pairs 92  len 44.3  72s (rollout 19 policy 53)"
+
+
+def test_precision_hint_only_for_bf16_runs_that_left_most_weights_unmoved():
+    hint = precision_hint({"policy_weights_moved": 0.144}, "bfloat16")
+    assert "14% of the policy's weights" in hint and "model.dtype=float32" in hint
+    assert precision_hint({"policy_weights_moved": 0.144}, "float32") is None  # float32: a real result
+    assert precision_hint({"policy_weights_moved": 0.9}, "bfloat16") is None
+    assert precision_hint({}, "bfloat16") is None  # not measured (ZeRO-3, LoRA)
 
 
 def test_summary_lists_only_the_signals_the_objective_reported(tmp_path, capsys):
