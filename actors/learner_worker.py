@@ -357,14 +357,13 @@ class LearnerWorker:
         # default row, the head about a fifth of a small model's forward, and [b, L, V] its
         # largest activation.
         kept = {"logits_to_keep": ids.shape[1] - first} if self.head_on_responses_only else {}
-        logits = forward_sharing_prefix(model, ids, attention, prefix, **kept).logits  # [b, P, V]
+        logits = forward_sharing_prefix(model, ids, attention, prefix, **kept).logits.float()  # [b, P, V]
         offset = first if self.head_on_responses_only else prefix  # logits[:, j] is position offset + j
         # Each position's log-prob of its own next token, then the response positions' [b, T]:
         # picking the response positions' [b, T, V] logits first would copy them, and its
         # backward scatters [b, T, V] gradients (about a tenth of a bf16 GRPO phase on CPU).
         following = torch.cat([ids[:, offset + 1:], ids[:, -1:]], dim=1)  # the last position has none: unused
-        token_logits = logits.gather(-1, following[:, :, None]).squeeze(-1).float()
-        logprobs = token_logits - logits.float().logsumexp(-1)
+        logprobs = logits.gather(-1, following[:, :, None]).squeeze(-1) - logits.logsumexp(-1)
         return logprobs.gather(1, index - offset).cpu()
 
     def _response_values(self, module, batch: dict, rows: torch.Tensor) -> torch.Tensor:
