@@ -10,7 +10,9 @@ that falls back to the full sort.
 
 Kept tokens are vLLM's: in descending order of logit, token j stays iff the probability mass of
 the tokens before it is below p (so the first always stays). Only float rounding at the boundary
-and ties in the boundary logit can differ from the sorting implementation.
+and ties in the boundary logit can differ from the sorting implementation, and, on a row with
+p = 1, tokens whose probability underflows to zero: vLLM masks them, this keeps them, and no
+draw picks them either way.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ def apply_top_p(logits: torch.Tensor, p: torch.Tensor, fallback: Callable[[torch
     probs = (top - logits.logsumexp(dim=1, keepdim=True)).exp()
     mass_before = probs.cumsum(dim=1) - probs  # each candidate's exclusive cumulative probability
     kept = (mass_before < p.unsqueeze(1)).sum(dim=1)  # >= 1: the first candidate's mass before is 0
-    decided = (kept < candidates) | (p >= 1.0)
+    keeps_all = p >= 1.0
+    decided = (kept < candidates) | keeps_all
     threshold = top.gather(1, (kept - 1).unsqueeze(1))
-    threshold[p >= 1.0] = -float("inf")  # p = 1 keeps every token
+    threshold[keeps_all] = -float("inf")
     logits.masked_fill_(decided.unsqueeze(1) & (logits < threshold), -float("inf"))
     wide = (~decided).nonzero().squeeze(1)
     if wide.numel():
