@@ -36,7 +36,8 @@ def forward_sharing_prefix(model, ids: torch.Tensor, attention: torch.Tensor, pr
         # Hugging Face's checkpointed layers drop a key/value cache in training: the rows
         # would silently run without their prefix
         raise ValueError("a model training with gradient checkpointing cannot share a prefix: pass prefix=0")
-    head = {"logits_to_keep": 1} if "logits_to_keep" in kwargs else {}  # the prefix's logits go unused
+    # the prefix's logits go unused: one position's, as an index (a slice would be strided)
+    head = {"logits_to_keep": torch.tensor([prefix - 1], device=ids.device)} if "logits_to_keep" in kwargs else {}
     cache = model(input_ids=ids[:1, :prefix], attention_mask=attention[:1, :prefix], use_cache=True,
                   **head).past_key_values
     cache.batch_repeat_interleave(len(ids))

@@ -221,6 +221,29 @@ def test_response_logprobs_share_the_prompt_prefix_and_skip_the_head_over_prompt
         torch.testing.assert_close(logprobs[row, :len(expected)], expected, rtol=0, atol=1e-5)
 
 
+def test_bf16_learner_on_cpu_attends_eagerly_with_the_fused_kernels_results(tmp_path, tiny_model_dir, embedder):
+    """In bf16 on a CPU the learner's models use transformers' eager attention (PyTorch's fused
+    CPU kernel is slower there): its log-probs, with the shared prefix and padded rows, must be
+    those of a whole forward of the same bf16 weights through the fused kernel ("sdpa")."""
+    from transformers import AutoModelForCausalLM
+
+    from actors.learner_worker import LearnerWorker
+
+    config = load_config("tiny", [f"run.dir={tmp_path}", "policy.objective=grpo", "reward.source=ranker",
+                                  "model.dtype=bfloat16"])
+    rollouts, _ = _rollouts_and_groups(config, tiny_model_dir, embedder)
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    assert learner.reference.config._attn_implementation == "eager"
+    assert learner.policy.module.config._attn_implementation == "eager"
+    fused = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa")
+    with torch.no_grad():
+        logprobs = learner._response_logprobs(learner.reference, learner._ppo_batch(rollouts),
+                                              torch.arange(len(rollouts)))
+    for row, rollout in enumerate(rollouts):
+        expected = torch.tensor(_hf_logprobs(fused, rollout))
+        torch.testing.assert_close(logprobs[row, :len(expected)], expected, rtol=0.02, atol=0)  # bf16: 3 digits
+
+
 def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path, embedder):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
