@@ -33,6 +33,7 @@ from algos.objectives import (ObjectiveParams, PolicyLossInputs, PreferenceBatch
                               get_objective, sequence_logprobs)
 from algos.ppo import pairwise_reward_loss
 from actors import node_id, start_worker_process
+from cluster.weight_sync import PortableState, portable_state
 from configs.schema import CrowdlessConfig
 from crowdless.lora import add_lora, merged_state_dict
 from crowdless.models import attention_implementation, resolve_dtype
@@ -615,6 +616,11 @@ class LearnerWorker:
             return None
         state = self._full_state_dict(self.policy)
         return state if self.rank == 0 else None
+
+    def portable_policy_state(self) -> PortableState | None:
+        """policy_state() as the rollout workers read it from Ray's object store (cluster/weight_sync.py)."""
+        state = self.policy_state()
+        return None if state is None else portable_state(state)
 
     def _engines(self) -> list[tuple[str, object, object]]:
         """(folder name, DeepSpeed engine, tokenizer) of every model this objective trains."""

@@ -12,6 +12,7 @@ import time
 import torch
 
 from actors import node_id, start_worker_process
+from cluster.weight_sync import PortableState, remove_weights_file, torch_state, write_weights_file
 from configs.schema import ModelConfig, RolloutConfig
 from crowdless.models import resolve_dtype
 from crowdless.prompts import encode_prompt, prompt_seed
@@ -152,12 +153,11 @@ class RolloutWorker:
         return [samples[i * n : (i + 1) * n] for i in range(len(encoded))]
 
     # ---- weights -------------------------------------------------------------------------
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> float:
+    def load_weights(self, state_dict: dict[str, torch.Tensor] | PortableState) -> float:
         """Serve new policy weights from the next request on; returns the seconds it took."""
         start = time.perf_counter()
+        state_dict = torch_state(state_dict)
         if self.config.backend == "vllm":
-            from cluster.weight_sync import remove_weights_file, write_weights_file
-
             path = write_weights_file(state_dict, self.tied_embeddings)
             try:
                 self.engine.collective_rpc("reload_weights_from_file", args=(str(path),))

@@ -98,7 +98,7 @@ class LearnerGroup:
     def policy_state_ref(self) -> ray.ObjectRef:
         """The policy's weights, gathered on rank 0, as an object ref the rollout workers read
         straight from the object store (the driver never holds them)."""
-        refs = [rank.policy_state.remote() for rank in self.ranks]
+        refs = [rank.portable_policy_state.remote() for rank in self.ranks]
         self._wait(refs[1:])  # the other ranks return None once they took part
         ray.wait(refs[:1])
         return refs[0]

@@ -1,7 +1,7 @@
 """Moving new policy weights from the learner into running rollout engines.
 
-One place for it: the learner publishes a state dict, the driver puts it in
-Ray's object store once, and every RolloutWorker writes it to a local
+One place for it: the learner publishes a state dict (as numpy arrays, `portable_state`), the
+driver hands Ray's object store reference to every RolloutWorker, and each writes it to a local
 safetensors file (under /dev/shm where it fits), reloads its engine from that file and
 removes it: /dev/shm is memory, and a file left behind by each process is memory lost. A GPU
 NCCL broadcast would replace `write_weights_file` + reload with a collective.
@@ -14,7 +14,36 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+
+# A state dict as it travels through Ray's object store: name -> (torch dtype name, array). Ray
+# stores numpy arrays as raw buffers and hands readers views of the store's memory, where torch
+# tensors are pickled into bytes and unpickled into new tensors: for SmolLM2-135M in bf16 on 2
+# cores, 0.1 s from learner to rollout worker against 1 to 3 s.
+PortableState = dict[str, tuple[str, np.ndarray]]
+
+
+def portable_state(state_dict: dict[str, torch.Tensor]) -> PortableState:
+    """The state dict as numpy arrays; numpy has no bfloat16, so 16-bit floats travel as their bits."""
+    portable = {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu().contiguous()
+        bits = tensor.view(torch.int16) if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
+        portable[name] = (str(tensor.dtype).removeprefix("torch."), bits.numpy())
+    return portable
+
+
+def torch_state(state: PortableState | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of a portable state (a plain state dict passes through). They share the arrays'
+    memory, which Ray's object store hands out read-only: read them, copy them, never write."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch warns once that the arrays it wraps are read-only
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return {name: value if isinstance(value, torch.Tensor)
+                else torch.from_numpy(value[1]).view(getattr(torch, value[0]))
+                for name, value in state.items()}
 
 
 def weights_dir(size_bytes: int) -> Path:

@@ -80,3 +80,27 @@ def test_weights_file_falls_back_when_shm_is_small(monkeypatch, tmp_path):
     assert path.parent.parent == tmp_path and path.exists()
     weight_sync.remove_weights_file(path)
     assert not path.parent.exists()
+
+
+def test_portable_state_round_trips_and_travels_as_raw_buffers():
+    """Weights go from learner to rollout workers as numpy arrays: pickled (as Ray's object store
+    does, protocol 5) they leave their data out of band, as buffers the reader maps instead of
+    unpickling copies; and they come back as the very tensors, bf16 included."""
+    import pickle
+
+    import torch
+
+    from cluster import weight_sync
+
+    state = {"embed": torch.randn(256, 64).to(torch.bfloat16), "norm": torch.rand(64),
+             "half": torch.randn(8, 8).half(), "steps": torch.arange(5)}
+    portable = weight_sync.portable_state(state)
+    buffers = []
+    payload = pickle.dumps(portable, protocol=5, buffer_callback=buffers.append)
+    assert len(payload) < 2000 and sum(buffer.raw().nbytes for buffer in buffers) >= 256 * 64 * 2
+    received = pickle.loads(payload, buffers=[buffer.raw().toreadonly() for buffer in buffers])
+    restored = weight_sync.torch_state(received)
+    assert restored.keys() == state.keys()
+    for name, tensor in state.items():
+        assert restored[name].dtype == tensor.dtype and torch.equal(restored[name], tensor)
+    assert weight_sync.torch_state(state) == state  # a plain state dict passes through
