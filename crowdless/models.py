@@ -40,14 +40,15 @@ def resolve_dtype(name: str) -> str:
     return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
 
 
-def attention_implementation(dtype, on_gpu: bool) -> str:
+def attention_implementation(dtype, on_gpu: bool) -> str | None:
     """The transformers attention to train and score with: "eager" (matmul + softmax) for bf16
     on a CPU, where PyTorch's fused CPU attention kernel took 3x as long at a learner's shapes
-    (16 rows x 9 heads x 60 queries x 90 keys, forward + backward: 19.6 ms against 6.4 ms); in
-    float32 and on a GPU the fused kernel ("sdpa") is the faster."""
+    (16 rows x 9 heads x 60 queries x 90 keys, forward + backward: 19.6 ms against 6.4 ms); else
+    None, transformers' own choice (its fused "sdpa" where the model has it: faster in float32
+    on a CPU, 10.3 ms against 13.2, and on a GPU)."""
     import torch
 
-    return "eager" if dtype == torch.bfloat16 and not on_gpu else "sdpa"
+    return "eager" if dtype == torch.bfloat16 and not on_gpu else None
 
 
 def cache_dir() -> Path:
