@@ -492,6 +492,7 @@ def test_two_learner_ranks_take_the_step_one_learner_takes(ray_local, tmp_path, 
     from actors.learner_worker import LearnerWorker
     from algos.pairs import PreferencePair
     from cluster.learner_group import LearnerGroup, LearnerGroupError
+    from cluster.weight_sync import torch_state
 
     overrides = [f"run.dir={tmp_path}", "reward.batch_size=3", "resources.learner_cpus=1"]
     config = load_config("tiny", overrides)
@@ -508,7 +509,7 @@ def test_two_learner_ranks_take_the_step_one_learner_takes(ray_local, tmp_path, 
         assert len(group.nodes) == 2
         got = {**group.run("train_reward", pairs, 1), **group.run("train_policy", rollouts, 1, groups)}
         group.run("save_checkpoint", str(tmp_path / "group"))
-        policy = ray_local.get(group.policy_state_ref())
+        policy = torch_state(ray_local.get(group.policy_state_ref()))  # as the rollout workers read it
     finally:
         group.shutdown()
     compared = [key for key in expected if "second" not in key]
