@@ -605,8 +605,9 @@ class LearnerWorker:
             return engine._zero3_consolidated_16bit_state_dict()
         if self.config.learner.lora_rank:
             return merged_state_dict(engine.module)
-        # A copy per tensor: DeepSpeed's parameters are views into one flat buffer, and
-        # pickling a view (to send it through Ray) would serialise the whole buffer each time.
+        # A copy per tensor: DeepSpeed's parameters are views into one flat buffer, which the
+        # next step overwrites under a caller that holds the state, and a view pickled as a
+        # torch tensor carries the whole buffer.
         return {name: tensor.detach().to("cpu", copy=True) for name, tensor in engine.module.state_dict().items()}
 
     def policy_state(self) -> dict[str, torch.Tensor] | None:
