@@ -549,6 +549,19 @@ class LearnerWorker:
         reference = self._sequence_logprobs(self.reference, rows)
         return [self.config.policy.beta * (policy[row] - reference[row]) for row in rows]
 
+    def answer_logprobs(self, prompts: list[str], answers: list[str]) -> list[float]:
+        """Mean per-token log pi(answer | prompt) under the policy as it is now (teacher forcing, the
+        run's dtype): the evaluation's ref_logprob, for human reference answers (cut at
+        eval.max_new_tokens tokens)."""
+        from crowdless.likelihood import mean_token_logprobs
+
+        mc = self.config.model
+        self.policy.module.eval()
+        return mean_token_logprobs(self.policy.module, self.tokenizer, prompts, answers,
+                                   use_chat_template=mc.use_chat_template, max_prompt_tokens=mc.max_prompt_tokens,
+                                   max_answer_tokens=self.config.eval.max_new_tokens,
+                                   batch_size=self.config.ppo.minibatch_size)
+
     def _train_preference(self, groups: list[RankedGroup], iteration: int) -> dict[str, float]:
         """dpo / listwise: sequence log-probs of ranked answers under the policy and the reference."""
         cfg, objective, params = self.config.ppo, self.objective, self._objective_params()

@@ -1,6 +1,7 @@
 """Answer-versus-reference metrics (pure functions) and the paired bootstrap.
 
-Per answer, all on a 0-100 scale except the 0-1 token F1 and exact match:
+Per answer, against one reference or several (a prompt the data repeats with different replies),
+all on a 0-100 scale except the 0-1 token F1, exact match and loop flag:
     bleu          sacrebleu sentence BLEU (exponential smoothing, sacrebleu's default), 13a tokens
     chrf          sacrebleu sentence chrF (character 6-grams, beta 2)
     gleu          nltk sentence GLEU (Wu et al. 2016) x 100, on lowercased word tokens
@@ -9,6 +10,10 @@ Per answer, all on a 0-100 scale except the 0-1 token F1 and exact match:
                   WordNet database is found: reported under its own name, never as METEOR
     token_f1      SQuAD token F1 after normalisation (lowercase, no punctuation or articles)
     exact_match   1.0 when the normalised answer equals the normalised reference
+With several references, BLEU counts n-gram matches against all of them and takes the closest
+reference length (sacrebleu), GLEU pools them (nltk), chrF, METEOR, token F1 and exact match take
+the best-matching reference. Degeneration, on the answer alone:
+    loop          1.0 when some word 3-gram occurs 3 or more times ("a waste, a waste, a waste")
 The paper reports BLEU / GLEU / METEOR in percent (e.g. 2.40 / 4.90 / 10.77): same scale here.
 `answer_scores` computes all of them at once; `meteor_name(wordnet)` says which METEOR a caller gets.
 Corpus level: `distinct_n` over a set of answers; `paired_bootstrap` compares two systems per prompt.
@@ -42,7 +47,14 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
 
 
-def bleu(hypothesis: str, reference: str) -> float:
+def _as_list(references: str | list[str]) -> list[str]:
+    references = [references] if isinstance(references, str) else list(references)
+    if not references:
+        raise ValueError("need at least one reference")
+    return references
+
+
+def bleu(hypothesis: str, reference: str | list[str]) -> float:
     """Sentence BLEU in [0, 100] (Papineni et al. 2002): brevity penalty x geometric mean of the
     clipped 1..4-gram precisions, via `sacrebleu.sentence_bleu` with its defaults: 13a
     tokenisation, case-sensitive, effective order (a 2-token answer uses 1- and 2-grams only) and
@@ -50,24 +62,25 @@ def bleu(hypothesis: str, reference: str) -> float:
     Identical -> 100 (up to rounding), no shared unigram -> 0."""
     import sacrebleu
 
-    return float(sacrebleu.sentence_bleu(hypothesis, [reference]).score)
+    return float(sacrebleu.sentence_bleu(hypothesis, _as_list(reference)).score)
 
 
-def chrf(hypothesis: str, reference: str) -> float:
+def chrf(hypothesis: str, reference: str | list[str]) -> float:
     """Sentence chrF in [0, 100] (Popovic 2015) via `sacrebleu.sentence_chrf`: F-beta (beta 2,
-    recall weighted) of character 1..6-gram precision and recall, whitespace removed."""
+    recall weighted) of character 1..6-gram precision and recall, whitespace removed; the best
+    over several references."""
     import sacrebleu
 
-    return float(sacrebleu.sentence_chrf(hypothesis, [reference]).score)
+    return max(float(sacrebleu.sentence_chrf(hypothesis, [r]).score) for r in _as_list(reference))
 
 
-def gleu(hypothesis: str, reference: str) -> float:
+def gleu(hypothesis: str, reference: str | list[str]) -> float:
     """Sentence GLEU x 100, in [0, 100] (Wu et al. 2016, nltk `sentence_gleu`): over all 1..4-grams
     of the lowercased word tokens, min(matches / hypothesis n-grams, matches / reference n-grams).
     Scaled to percent like the paper's table."""
     from nltk.translate.gleu_score import sentence_gleu
 
-    return 100.0 * float(sentence_gleu([_words(reference)], _words(hypothesis)))
+    return 100.0 * float(sentence_gleu([_words(r) for r in _as_list(reference)], _words(hypothesis)))
 
 
 class _NoSynonyms:
@@ -156,15 +169,15 @@ def meteor_name(wordnet) -> str:
     return "meteor" if wordnet is not None else "meteor_nosyn"
 
 
-def meteor(hypothesis: str, reference: str, wordnet) -> float:
+def meteor(hypothesis: str, reference: str | list[str], wordnet) -> float:
     """METEOR x 100, in [0, 100) (Banerjee & Lavie 2005, nltk `meteor_score` on lowercased word
     tokens): unigram matches (exact, Porter stem, then WordNet synonym), harmonic mean
     F = 10PR / (R + 9P), times 1 - 0.5 (chunks / matches)^3. Even an identical answer loses to the
     fragmentation penalty (one word: 50, four words: 99.2). With wordnet None, synonym matching is
-    off: report that score as meteor_nosyn (`meteor_name`)."""
+    off: report that score as meteor_nosyn (`meteor_name`). Several references: the best one."""
     from nltk.translate.meteor_score import meteor_score
 
-    return 100.0 * float(meteor_score([_words(reference)], _words(hypothesis),
+    return 100.0 * float(meteor_score([_words(r) for r in _as_list(reference)], _words(hypothesis),
                                       wordnet=wordnet if wordnet is not None else _NoSynonyms()))
 
 
@@ -186,16 +199,28 @@ def exact_match(hypothesis: str, reference: str) -> float:
     return float(normalize_answer(hypothesis) == normalize_answer(reference))
 
 
-def answer_scores(hypothesis: str, reference: str, wordnet) -> dict[str, float]:
-    """Every per-answer surface metric above, by name: bleu, chrf, gleu, meteor or meteor_nosyn
-    (see `meteor_name`), token_f1, exact_match. Embedding cosine is computed elsewhere."""
+def has_loop(text: str, n: int = 3, times: int = 3) -> bool:
+    """True when some word n-gram occurs `times` or more times in the text (overlaps count): the
+    mark of a greedy answer stuck in a loop. Punctuation is ignored, so "a waste, a waste, a waste, a waste"
+    loops on (a, waste, a)."""
+    words = re.findall(r"\w+", text.lower())
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return any(count >= times for count in grams.values())
+
+
+def answer_scores(hypothesis: str, references: str | list[str], wordnet) -> dict[str, float]:
+    """Every per-answer metric above, by name: bleu, chrf, gleu, meteor or meteor_nosyn (see
+    `meteor_name`), token_f1, exact_match (the best over several references), loop. Embedding
+    cosine is computed elsewhere."""
+    references = _as_list(references)
     return {
-        "bleu": bleu(hypothesis, reference),
-        "chrf": chrf(hypothesis, reference),
-        "gleu": gleu(hypothesis, reference),
-        meteor_name(wordnet): meteor(hypothesis, reference, wordnet),
-        "token_f1": token_f1(hypothesis, reference),
-        "exact_match": exact_match(hypothesis, reference),
+        "bleu": bleu(hypothesis, references),
+        "chrf": chrf(hypothesis, references),
+        "gleu": gleu(hypothesis, references),
+        meteor_name(wordnet): meteor(hypothesis, references, wordnet),
+        "token_f1": max(token_f1(hypothesis, r) for r in references),
+        "exact_match": max(exact_match(hypothesis, r) for r in references),
+        "loop": float(has_loop(hypothesis)),
     }
 
 

@@ -248,8 +248,15 @@ class EvalConfig(Section):
         0, ge=0, description="Held-out evaluation every N iterations, before the first and after the "
         "last (greedy answers scored against references; rows eval_* in metrics.jsonl); 0: none.")
     max_prompts: int | None = Field(
-        100, ge=1, description="The fixed held-out subset: the first N prompts of the run's eval split; "
-        "null: all of them.")
+        100, ge=1, description="Distinct prompts per evaluation set (trained: the first N the run trains "
+        "on; unseen: the first N of its held-out split; ood: N of eval.ood_source); null: all of them.")
+    ood_source: str | None = Field(
+        "auto", description="Out-of-domain set: first turns of this data source (any data.source "
+        "spelling), without any prompt of the run's data; auto: embedded:chitchat, or "
+        "embedded:chatterbot for a run on embedded:chitchat; null: no out-of-domain set.")
+    logprob_references: int = Field(
+        4, ge=1, description="ref_logprob: a prompt's first N references are scored under the policy "
+        "(teacher forcing) and averaged; a few prompts of the default corpus have over 100.")
     max_new_tokens: int = Field(64, ge=1, description="Token cap of the greedy evaluation answers.")
     judge_embedding: str = Field(
         "embedded:all-minilm-l6-v2",

@@ -48,6 +48,7 @@ class PromptExample:
 class LoadReport:
     source: str
     loaded: int = 0
+    distinct_prompts: int = 0  # after normalize_prompt: a corpus may repeat a prompt many times
     skipped: int = 0
     problems: list[str] = field(default_factory=list)  # the first few skipped rows, explained
     excluded: dict[str, int] = field(default_factory=dict)  # rows that give no example, by reason
@@ -424,45 +425,107 @@ def load_prompts(
             if len(report.problems) < 5:
                 report.problems.append(message)
     report.loaded = len(examples)
+    report.distinct_prompts = len({normalize_prompt(e.prompt) for e in examples})
     if not examples:
         excluded = "".join(f", {n} {reason}" for reason, n in report.excluded.items())
         raise DataError(f"no usable prompts in {source} ({report.skipped} rows skipped{excluded})")
     return examples, report
 
 
+def normalize_prompt(text: str) -> str:
+    """The key under which two prompts count as the same one: lowercased, whitespace collapsed
+    (a dialogue prompt's context turns are part of its text)."""
+    return " ".join(text.lower().split())
+
+
+def _components(examples: list[PromptExample]) -> list[int]:
+    """Per example, the id of its split unit: examples sharing a group (conversation, article) or
+    a normalised prompt are one unit, transitively (union-find), so neither is ever on both sides."""
+    parent = list(range(len(examples)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_of: dict[tuple[str, str], int] = {}
+    for i, example in enumerate(examples):
+        keys = [("prompt", normalize_prompt(example.prompt))]
+        if example.group is not None:
+            keys.append(("group", str(example.group)))
+        for key in keys:
+            j = first_of.setdefault(key, i)
+            parent[root(i)] = root(j)
+    return [root(i) for i in range(len(examples))]
+
+
 def split_prompts(
     examples: list[PromptExample], eval_fraction: float, seed: int
 ) -> tuple[list[PromptExample], list[PromptExample]]:
-    """Deterministic (train, eval) split. Without groups: a seeded permutation of the examples,
-    the first eval_fraction of them held out. With groups (conversations): whole groups are held
-    out, in a seeded order, until at least eval_fraction of the examples are (at least one group,
-    and never the last one), so no held-out prompt's group is trained on; both sides come in the
-    seeded permutation order. An example without a group is a group of its own."""
+    """Deterministic (train, eval) split by prompt. Examples that share a normalised prompt
+    (`normalize_prompt`) or a group (a conversation, an article) form one unit, and a unit is
+    on one side only: a corpus that repeats a prompt with several references never has that
+    prompt on both sides. eval_fraction is a share of units (distinct prompts where there are no
+    groups), held out in a seeded order: at least one, never all. A unit holding more than
+    eval_fraction of all examples stays in training, so one very common prompt (or a chain of
+    conversations joined by one) cannot swallow the held-out side. Both sides come in a seeded
+    permutation order of the examples."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(examples))
-    n_eval = int(round(eval_fraction * len(examples)))
-    if eval_fraction > 0 and len(examples) > 1:
-        n_eval = min(max(n_eval, 1), len(examples) - 1)
-    if all(e.group is None for e in examples):
-        held_out = [examples[i] for i in order[:n_eval]]
-        train = [examples[i] for i in order[n_eval:]]
-        return train, held_out
-    # A str group never equals an int index, so ungrouped examples stay apart.
-    keys = [e.group if e.group is not None else i for i, e in enumerate(examples)]
-    sizes: dict[Any, int] = {}
-    for key in keys:
-        sizes[key] = sizes.get(key, 0) + 1
-    groups = list(sizes)
-    held_groups: set[Any] = set()
-    n_held = 0
-    for g in rng.permutation(len(groups))[:-1]:
-        if n_held >= n_eval:
+    units = _components(examples)
+    sizes: dict[int, int] = {}
+    for unit in units:
+        sizes[unit] = sizes.get(unit, 0) + 1
+    unit_ids = list(sizes)
+    n_eval = int(round(eval_fraction * len(unit_ids)))
+    if eval_fraction > 0 and len(unit_ids) > 1:
+        n_eval = min(max(n_eval, 1), len(unit_ids) - 1)
+    largest = max(1.0, eval_fraction * len(examples))
+    held_units: set[int] = set()
+    for u in rng.permutation(len(unit_ids)):
+        if len(held_units) >= n_eval:
             break
-        held_groups.add(groups[g])
-        n_held += sizes[groups[g]]
-    held_out = [examples[i] for i in order if keys[i] in held_groups]
-    train = [examples[i] for i in order if keys[i] not in held_groups]
+        if sizes[unit_ids[u]] <= largest:
+            held_units.add(unit_ids[u])
+    held_out = [examples[i] for i in order if units[i] in held_units]
+    train = [examples[i] for i in order if units[i] not in held_units]
     return train, held_out
+
+
+@dataclass(frozen=True)
+class DistinctPrompt:
+    """One distinct prompt (the first spelling met) with every reference the data gives it."""
+
+    prompt: str
+    references: list[str]
+
+    def to_json(self) -> dict:
+        return {"prompt": self.prompt, "references": self.references}
+
+
+def distinct_prompts(examples: Iterable[PromptExample]) -> list[DistinctPrompt]:
+    """Examples grouped by normalised prompt, in order of first appearance; references in order,
+    without repeats. Prompts without any reference are left out (nothing to judge against)."""
+    references: dict[str, tuple[str, list[str]]] = {}
+    for example in examples:
+        prompt, refs = references.setdefault(normalize_prompt(example.prompt), (example.prompt, []))
+        if example.reference and example.reference not in refs:
+            refs.append(example.reference)
+    return [DistinctPrompt(prompt, refs) for prompt, refs in references.values() if refs]
+
+
+def first_turns(examples: list[PromptExample]) -> list[PromptExample]:
+    """The first example of each group (a conversation's opening turn and its reply; the loaders
+    yield a conversation's rows in order) and every example without a group."""
+    seen: set[str] = set()
+    kept = []
+    for example in examples:
+        if example.group is None or example.group not in seen:
+            kept.append(example)
+        if example.group is not None:
+            seen.add(example.group)
+    return kept
 
 
 def load_prompt_split(data_config: Any, seed: int) -> tuple[list[PromptExample], list[PromptExample], LoadReport]:

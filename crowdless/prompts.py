@@ -19,10 +19,14 @@ def encode_prompt(tokenizer, prompt: str, use_chat_template: bool, max_tokens: i
     return list(ids[-max_tokens:])
 
 
-def encode_answer(tokenizer, answer: str, max_tokens: int) -> list[int]:
-    """Answer tokens, ending with EOS as a finished answer does."""
-    ids = tokenizer(answer, add_special_tokens=False)["input_ids"][: max_tokens - 1]
-    return list(ids) + [tokenizer.eos_token_id]
+def encode_answer(tokenizer, answer: str, max_tokens: int, eos_when_cut: bool = True) -> list[int]:
+    """At most max_tokens answer tokens, ending with EOS as a finished answer does. An answer longer
+    than that is cut: to max_tokens - 1 tokens and EOS (eos_when_cut, what the learner has always
+    trained on), or to max_tokens tokens without EOS (a cut answer is not a finished one)."""
+    ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if len(ids) < max_tokens or eos_when_cut:
+        return ids[: max_tokens - 1] + [tokenizer.eos_token_id]
+    return ids[:max_tokens]
 
 
 def prompt_seed(seed: int, prompt: str) -> int:

@@ -1,8 +1,9 @@
 """RUN/eval/: metrics.json (every figure), report.md (the tables a person reads) and PNG plots.
 
-    metrics_over_iterations.png   held-out metrics per iteration beside the reward model's score (or,
-                                  without one, the objective's own training signal: POLICY_SIGNALS)
-    answer_lengths.png            answer-length distribution of the baseline and the last system
+    metrics_over_iterations.png   evaluation metrics per iteration, a line per set, beside the reward
+                                  model's score (or, without one, the objective's own training
+                                  signal: POLICY_SIGNALS)
+    answer_lengths.png            answer-length distribution (unseen set) of the baseline and the last system
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crowdless.evaluation import ORDERERS, read_answers
+from crowdless.evaluation import CIRCULAR_NOTE, ORDERERS, SETS, read_answers, verdict
 
 # What each policy objective reports about its own training, as metrics.jsonl names it:
 # (key, console label, digits, plot title). The policy-gradient objectives report the KL to the
@@ -26,11 +27,16 @@ POLICY_SIGNALS = (
 )
 
 
-def _table_markdown(name: str, table: dict[str, dict[str, float]]) -> list[str]:
+# Metrics plotted over iterations, a line per evaluation set.
+PLOTTED = ("chrf", "bleu", "meteor", "meteor_nosyn", "ref_logprob", "cosine", "loop")
+
+
+def _table_markdown(name: str, table: dict[str, dict[str, float]], circular: bool) -> list[str]:
     lines = [f"| metric | baseline | {name} | difference | 95% interval |", "|---|---:|---:|---:|---|"]
     for key, row in table.items():
         sign = " **above 0**" if row["low"] > 0 else (" **below 0**" if row["high"] < 0 else "")
-        lines.append(f"| {key} | {row['baseline']:.4f} | {row['system']:.4f} | {row['difference']:+.4f} | "
+        label = f"{key} ({CIRCULAR_NOTE})" if circular and key == "cosine" else key
+        lines.append(f"| {label} | {row['baseline']:.4f} | {row['system']:.4f} | {row['difference']:+.4f} | "
                      f"({row['low']:+.4f}, {row['high']:+.4f}){sign} |")
     return lines
 
@@ -41,11 +47,11 @@ def _plot_over_iterations(rows: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    evaluated = [r for r in rows if "eval_cosine" in r]
+    evaluated = [r for r in rows if any(k.startswith("eval_") for k in r)]
     if not evaluated:
         return False
-    keys = [k for k in ("eval_cosine", "eval_chrf", "eval_bleu", "eval_meteor", "eval_meteor_nosyn")
-            if k in evaluated[0]]
+    sets = [name for name in SETS if f"eval_{name}_chrf" in evaluated[0]]
+    keys = [k for k in PLOTTED if any(f"eval_{name}_{k}" in evaluated[0] for name in sets)]
     # the training-side signal: the reward model's score, or (no reward model; the ranker's rewards
     # are centred per prompt) the first signal the objective reports
     signal, title = ("reward_mean", "reward model score (trained on)")
@@ -55,9 +61,12 @@ def _plot_over_iterations(rows: list[dict], path: Path) -> bool:
     trained = [r for r in rows if r.get(signal) is not None]
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4 * (len(keys) + 1), 3.2))
     for axis, key in zip(axes, keys):
-        axis.plot([r["iteration"] for r in evaluated], [r[key] for r in evaluated], marker="o")
-        axis.set_title(f"held-out {key[5:]}")
+        for name in sets:
+            points = [(r["iteration"], r[f"eval_{name}_{key}"]) for r in evaluated if f"eval_{name}_{key}" in r]
+            axis.plot(*zip(*points), marker="o", label=name)
+        axis.set_title(key)
         axis.set_xlabel("iteration")
+        axis.legend(fontsize="small")
     axes[-1].plot([r["iteration"] for r in trained], [r[signal] for r in trained], marker="o", color="C3")
     axes[-1].set_title(title)
     axes[-1].set_xlabel("iteration")
@@ -88,15 +97,19 @@ def _plot_lengths(answer_files: list[Path], path: Path) -> bool:
     return True
 
 
-def write_report(out_dir: Path, tables: dict[str, dict], agreement: dict, metrics_path: Path | None,
-                 title: str = "Held-out evaluation", notes: list[str] | None = None) -> Path:
-    """tables: {system name: compare() table against the baseline}. Returns report.md's path."""
+def write_report(out_dir: Path, tables: dict[str, dict[str, dict]], agreement: dict, metrics_path: Path | None,
+                 title: str = "Evaluation: trained, unseen and out-of-domain prompts",
+                 notes: list[str] | None = None, circular: bool = False) -> Path:
+    """tables: {system name: {set name: compare() table against the baseline}}. circular: the
+    judge embedding is the ranker's own. Returns report.md's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps({"comparisons": tables, "agreement": agreement},
-                                                     indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(
+        {"comparisons": tables, "agreement": agreement, "cosine_is_ranker_embedding": circular}, indent=2))
     lines = [f"# {title}", ""] + (notes or []) + [""]
-    for name, table in tables.items():
-        lines += [f"## {name} against the baseline", ""] + _table_markdown(name, table) + [""]
+    for name, per_set in tables.items():
+        lines += [f"## {name} against the baseline", ""]
+        for set_name, table in per_set.items():
+            lines += [f"### {set_name}: {verdict(table, circular)}", ""] + _table_markdown(name, table, circular) + [""]
     if agreement:
         lines += ["## Answer order agreement with the reference order", "",
                   f"{agreement['agreement_answers']} sampled answers for each of {agreement['agreement_prompts']} "
@@ -113,7 +126,7 @@ def write_report(out_dir: Path, tables: dict[str, dict], agreement: dict, metric
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
     if _plot_over_iterations(rows, out_dir / "metrics_over_iterations.png"):
         lines += ["![held-out metrics over iterations](metrics_over_iterations.png)", ""]
-    answer_dir = out_dir / "answers"
+    answer_dir = out_dir / "answers" / "unseen"
     files = sorted(answer_dir.glob("*.jsonl"), key=lambda p: _order_key(p.stem)) if answer_dir.exists() else []
     if _plot_lengths(files[:1] + files[-1:] if len(files) > 1 else files, out_dir / "answer_lengths.png"):
         lines += ["![answer lengths before and after](answer_lengths.png)", ""]

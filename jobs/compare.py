@@ -48,52 +48,71 @@ def run_variant(config_path: str, run_dir: Path, overrides: list[str], verbose: 
         raise RuntimeError(f"variant in {run_dir} failed; see {run_dir / 'logs'}")
 
 
-def _mean_scores(runs: list[Path], iteration: int) -> dict:
-    """Per-prompt scores of one checkpoint, averaged over the runs (seeds) of a variant."""
+def _pooled_scores(runs: list[Path], set_name: str, iteration: int) -> dict:
+    """Per-prompt scores of one checkpoint on one evaluation set, the runs' (seeds') prompts one
+    after another: each seed judges its own prompts, so seeds pool rather than average."""
+    import numpy as np
+
     from crowdless.evaluation import read_answers
 
-    per_run = [read_answers(run / "eval" / "answers" / f"iter-{iteration}.jsonl")[1] for run in runs]
-    return {key: sum(scores[key] for scores in per_run) / len(per_run) for key in per_run[0]}
+    per_run = [read_answers(run / "eval" / "answers" / set_name / f"iter-{iteration}.jsonl")[1] for run in runs]
+    keys = [key for key in per_run[0] if all(key in scores for scores in per_run)]
+    return {key: np.concatenate([scores[key] for scores in per_run]) for key in keys}
+
+
+def _headline(table: dict) -> dict:
+    from crowdless.evaluation import HEADLINE
+
+    return {m: table[m] for m in [*HEADLINE, "meteor_nosyn", "loop"] if m in table}
 
 
 def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[str, int], eval_config,
                     seed: int):
-    """One row per run of each variant, at its own last iteration (variants may train for different
-    numbers of iterations), then, where a variant ran several seeds, a row on the per-prompt means
-    over its seeds. Each row: against its own starting model, and against the first variant's
-    run(s) of the same seed(s)."""
-    from crowdless.evaluation import HEADLINE, compare
+    """Per evaluation set, one row per run of each variant, at its own last iteration (variants may
+    train for different numbers of iterations), then, where a variant ran several seeds, a row on
+    all its seeds' prompts together. Each row: (set, label, against its own starting model,
+    against the first variant's run(s) of the same seed(s), or None where the two judged different
+    prompts: a variant that changes the trained prompts has another trained set)."""
+    from crowdless.evaluation import SETS, compare
 
     first = next(iter(variant_runs))
+    sets = [name for name in SETS if (variant_runs[first][0] / "eval" / "answers" / name).is_dir()]
     rows = []
-    for name, runs in variant_runs.items():
-        entries = [(f"{name} ({run.name})" if len(runs) > 1 else name, [i]) for i, run in enumerate(runs)]
-        if len(runs) > 1:
-            entries.append((f"{name} (mean of {len(runs)} seeds)", list(range(len(runs)))))
-        for label, indices in entries:
-            own_runs = [runs[i] for i in indices]
-            last = _mean_scores(own_runs, final_iterations[name])
-            own = compare(_mean_scores(own_runs, 0), last, seed, eval_config.bootstrap_resamples)
-            reference = _mean_scores([variant_runs[first][i] for i in indices], final_iterations[first])
-            paired = compare(reference, last, seed, eval_config.bootstrap_resamples)
-            rows.append((label, {m: own[m] for m in HEADLINE}, {m: paired[m] for m in HEADLINE}))
+    for set_name in sets:
+        for name, runs in variant_runs.items():
+            entries = [(f"{name} ({run.name})" if len(runs) > 1 else name, [i]) for i, run in enumerate(runs)]
+            if len(runs) > 1:
+                entries.append((f"{name} ({len(runs)} seeds pooled)", list(range(len(runs)))))
+            for label, indices in entries:
+                own_runs = [runs[i] for i in indices]
+                last = _pooled_scores(own_runs, set_name, final_iterations[name])
+                own = compare(_pooled_scores(own_runs, set_name, 0), last, seed, eval_config.bootstrap_resamples)
+                reference = _pooled_scores([variant_runs[first][i] for i in indices], set_name,
+                                           final_iterations[first])
+                same_prompts = len(next(iter(reference.values()))) == len(next(iter(last.values())))
+                paired = compare(reference, last, seed, eval_config.bootstrap_resamples) if same_prompts else None
+                rows.append((set_name, label, _headline(own), _headline(paired) if paired else None))
     return rows
 
 
 def format_markdown(rows, first: str) -> str:
-    from crowdless.evaluation import HEADLINE
-
     def cell(row):
         return f"{row['difference']:+.4f} ({row['low']:+.4f}, {row['high']:+.4f})"
 
-    header = ("| variant | " + " | ".join(f"{m}: vs its base" for m in HEADLINE) + " | "
-              + " | ".join(f"{m}: vs {first}" for m in HEADLINE) + " |")
-    lines = [header, "|---" * (1 + 2 * len(HEADLINE)) + "|"]
-    for name, own, paired in rows:
-        is_first = name == first or name.startswith(f"{first} (")
-        lines.append(f"| {name} | " + " | ".join(cell(own[m]) for m in HEADLINE) + " | "
-                     + " | ".join("(reference)" if is_first else cell(paired[m]) for m in HEADLINE) + " |")
-    return "\n".join(lines)
+    lines = []
+    for set_name in dict.fromkeys(row[0] for row in rows):
+        mine = [row for row in rows if row[0] == set_name]
+        metrics = list(mine[0][2])
+        lines += ["", f"### {set_name}", "",
+                  "| variant | " + " | ".join(f"{m}: vs its base" for m in metrics) + " | "
+                  + " | ".join(f"{m}: vs {first}" for m in metrics) + " |",
+                  "|---" * (1 + 2 * len(metrics)) + "|"]
+        for _, name, own, paired in mine:
+            is_first = name == first or name.startswith(f"{first} (")
+            lines.append(f"| {name} | " + " | ".join(cell(own[m]) for m in metrics) + " | "
+                         + " | ".join("(reference)" if is_first else "(other prompts)" if paired is None
+                                      else cell(paired[m]) for m in metrics) + " |")
+    return "\n".join(lines).strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = format_markdown(rows, variants[0][0])
     command = "python jobs/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    (out / "comparison.md").write_text(f"# Comparison\n\n`{command}`\n\nHeld-out difference (final policy minus "
-                                       "the starting one, and minus the first variant's final policy), "
+    (out / "comparison.md").write_text(f"# Comparison\n\n`{command}`\n\nDifference per evaluation set (final policy "
+                                       "minus the starting one, and minus the first variant's final policy), "
                                        f"with paired bootstrap 95% intervals.\n\n{table}\n")
     print(table)
     print(f"[compare] wrote {out / 'comparison.md'}")

@@ -1,14 +1,16 @@
-"""Does a run make the model better? Held-out prompts, greedy answers, scored against references.
+"""Does a run make the model better? Three sets of prompts, greedy answers, scored against references.
 
     python jobs/evaluate.py --run-dir runs/default [--checkpoints latest|all|N,M] [--baseline MODEL]
                             [--data SOURCE] [--max-prompts N] [--no-agreement] [key.sub=value ...]
 
-The baseline is the run's starting model (model.policy) unless --baseline names another. The
-held-out prompts are the run's eval split (never trained on), or every row of --data (any
-source data.source accepts, with a reference field). For each checkpoint: the mean difference
-from the baseline per metric with a paired bootstrap 95% interval, then the reward model's and
-the ranker's agreement with the reference order of sampled answers. Writes RUN/eval/metrics.json,
-report.md, PNG plots and every answer under RUN/eval/answers/.
+The baseline is the run's starting model (model.policy) unless --baseline names another. The sets
+(crowdless/evaluation.py): trained (the distinct prompts in the run's samples/), unseen (its
+held-out split, never trained on) and ood (eval.ood_source); with --data, one set "data" of every
+distinct prompt of that source (any spelling data.source accepts, with a reference field). For
+each checkpoint and set: the mean difference from the baseline per metric, ref_logprob (the
+references' per-token log-probability) included, with a paired bootstrap 95% interval; then the
+reward model's and the ranker's agreement with the reference order of sampled answers. Writes
+RUN/eval/metrics.json, report.md, PNG plots and every answer under RUN/eval/answers/SET/.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from configs.schema import ConfigError, load_config  # noqa: E402
-from crowdless.data import DataError, load_prompt_split, load_prompts  # noqa: E402
-from crowdless.models import ModelError, resolve_model  # noqa: E402
+from crowdless.data import DataError, distinct_prompts, load_prompt_split, load_prompts  # noqa: E402
+from crowdless.models import ModelError, resolve_dtype, resolve_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,18 +61,53 @@ def select_checkpoints(run_dir: Path, spec: str) -> list[tuple[int, Path]]:
     return [(n, known[n]) for n in wanted]
 
 
-def held_out_examples(config, data: str | None):
-    if data is None:
-        return load_prompt_split(config.data, config.run.seed)[1]
-    return load_prompts(data, prompt_field=config.data.prompt_field, reference_field=config.data.reference_field,
-                        on_bad_row=config.data.on_bad_row)[0]
+def sampled_prompts(run_dir: Path) -> list[str]:
+    """The prompts the run trained on, iteration by iteration, from RUN/samples/iter-N.jsonl."""
+    import json
+
+    files = sorted((run_dir / "samples").glob("iter-*.jsonl"), key=lambda f: int(f.stem[5:]))
+    return [json.loads(line)["prompt"] for f in files for line in f.read_text().splitlines() if line]
+
+
+def evaluation_sets(config, run_dir: Path, data: str | None) -> dict:
+    from crowdless.evaluation import build_sets
+
+    if data is not None:
+        examples = load_prompts(data, prompt_field=config.data.prompt_field,
+                                reference_field=config.data.reference_field, on_bad_row=config.data.on_bad_row)[0]
+        return {"data": distinct_prompts(examples)[:config.eval.max_prompts]}
+    train, held_out, _ = load_prompt_split(config.data, config.run.seed)
+    return build_sets(config.eval, config.data.source, train, held_out, sampled_prompts(run_dir), config.run.seed)
+
+
+class PolicyLikelihood:
+    """answer_logprobs(prompts, answers) under one model at a time, loaded from disk in the run's dtype."""
+
+    def __init__(self, config):
+        self.config, self.model, self.tokenizer = config, None, None
+
+    def load(self, path: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dtype = getattr(torch, resolve_dtype(self.config.model.dtype))
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+
+    def __call__(self, prompts: list[str], answers: list[str]) -> list[float]:
+        from crowdless.likelihood import mean_token_logprobs
+
+        mc = self.config.model
+        return mean_token_logprobs(self.model, self.tokenizer, prompts, answers,
+                                   use_chat_template=mc.use_chat_template, max_prompt_tokens=mc.max_prompt_tokens,
+                                   max_answer_tokens=self.config.eval.max_new_tokens)
 
 
 def evaluate_run(args: argparse.Namespace) -> Path:
     from safetensors.torch import load_file
 
     from actors.rollout_worker import RolloutWorker
-    from crowdless.evaluation import HeldOutEvaluation, format_table, verdict
+    from crowdless.evaluation import HeldOutEvaluation, format_sets_table, verdict_line
     from crowdless.reward import RewardScorer
     from crowdless.report import write_report
 
@@ -80,21 +117,27 @@ def evaluate_run(args: argparse.Namespace) -> Path:
     overrides = list(args.overrides) + ([f"eval.max_prompts={args.max_prompts}"] if args.max_prompts else [])
     config = load_config(run_dir / "config.yaml", overrides)
     checkpoints = select_checkpoints(run_dir, args.checkpoints)
-    evaluation = HeldOutEvaluation(config.eval, held_out_examples(config, args.data), run_dir / "eval",
-                                   config.run.seed)
+    circular = config.eval.judge_embedding == config.model.embedding
+    evaluation = HeldOutEvaluation(config.eval, evaluation_sets(config, run_dir, args.data), run_dir / "eval",
+                                   config.run.seed, circular=circular)
     baseline = args.baseline or config.model.policy
-    print(f"[crowdless] evaluating {run_dir}: {len(evaluation.prompts)} held-out prompts, baseline {baseline}, "
+    sizes = ", ".join(f"{name} {len(prompts)}" for name, prompts in evaluation.sets.items())
+    print(f"[crowdless] evaluating {run_dir}: distinct prompts {sizes}, baseline {baseline}, "
           f"checkpoints {[n for n, _ in checkpoints]}", flush=True)
 
     worker = RolloutWorker(resolve_model(baseline), config.model, config.rollout, config.run.seed)
-    summaries = {"baseline": evaluation.evaluate("baseline", worker.generate)}
+    likelihood = PolicyLikelihood(config)
+    likelihood.load(resolve_model(baseline))
+    summaries = {"baseline": evaluation.evaluate("baseline", worker.generate, likelihood)}
     tables = {}
     for iteration, folder in checkpoints:
         name = f"iter-{iteration}"
         worker.load_weights(load_file(str(folder / "policy" / "model.safetensors")))
-        summaries[name] = evaluation.evaluate(name, worker.generate)
+        likelihood.load(str(folder / "policy"))
+        summaries[name] = evaluation.evaluate(name, worker.generate, likelihood)
         tables[name] = evaluation.compare("baseline", name)
-        print(f"{name} vs baseline: {verdict(tables[name])}\n{format_table(tables[name], name)}", flush=True)
+        print(f"{name} vs baseline: {verdict_line(tables[name], circular)}\n"
+              f"{format_sets_table(tables[name], circular)}", flush=True)
 
     agreement = {}
     last_folder = checkpoints[-1][1]
@@ -109,14 +152,15 @@ def evaluate_run(args: argparse.Namespace) -> Path:
         agreement = evaluation.agreement(worker.generate, {"reward_model": reward.score}, ranker_embedder)
         print(f"answer order agreement (iteration {checkpoints[-1][0]}): "
               + ", ".join(f"{k} {v:.4f}" for k, v in agreement.items() if isinstance(v, float)), flush=True)
-    notes = [f"Run `{run_dir}`, baseline `{baseline}`, {len(evaluation.prompts)} held-out prompts "
-             f"({'--data ' + args.data if args.data else 'the run eval split'}), greedy answers capped at "
+    notes = [f"Run `{run_dir}`, baseline `{baseline}`, distinct prompts per set: {sizes} "
+             f"({'--data ' + args.data if args.data else 'trained, unseen and ood sets'}), greedy answers capped at "
              f"{config.eval.max_new_tokens} tokens, judge embedding `{config.eval.judge_embedding}`, "
              f"paired bootstrap with {config.eval.bootstrap_resamples} resamples.",
              "", "Means per system: " + "; ".join(
                  f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items())
                  for name, summary in summaries.items())]
-    report = write_report(run_dir / "eval", tables, agreement, run_dir / "metrics.jsonl", notes=notes)
+    report = write_report(run_dir / "eval", tables, agreement, run_dir / "metrics.jsonl", notes=notes,
+                          circular=circular)
     print(f"[crowdless] report: {report}", flush=True)
     return report
 

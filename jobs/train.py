@@ -113,8 +113,29 @@ def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path |
     return learner, rollouts, rankers
 
 
+def trained_prompts(config: CrowdlessConfig, train_prompts: list[PromptExample]) -> list[str]:
+    """Every prompt the run trains on, iteration by iteration, as its samples will show them."""
+    return [p.prompt for iteration in range(1, config.run.iterations + 1) for p in prompts_for_iteration(
+        train_prompts, iteration, config.rollout.prompts_per_iteration, config.run.seed)]
+
+
+def evaluation_sets(config: CrowdlessConfig, run_dir: Path, train_prompts: list[PromptExample],
+                    eval_prompts: list[PromptExample]) -> dict:
+    """The evaluation's prompt sets (trained, unseen, ood), fixed in RUN_DIR/eval/sets.json when the
+    run starts: a resumed run, and jobs/evaluate.py, judge the very same prompts."""
+    from crowdless.evaluation import build_sets, load_sets, save_sets
+
+    path = run_dir / "eval" / "sets.json"
+    if path.exists():
+        return load_sets(path)
+    sets = build_sets(config.eval, config.data.source, train_prompts, eval_prompts,
+                      trained_prompts(config, train_prompts), config.run.seed)
+    save_sets(path, sets)
+    return sets
+
+
 def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start_iteration: int,
-                 train_prompts: list, eval_prompts: list, skipped: int, verbose: bool) -> None:
+                 train_prompts: list, eval_prompts: list, report, verbose: bool) -> None:
     from transformers import AutoConfig
 
     from crowdless.engine_args import GIB, kv_bytes_per_token, kv_cache_bytes
@@ -128,8 +149,9 @@ def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start
     lines = [
         f"crowdless: {run_dir} ({state}, {config.run.iterations} iterations)",
         f"  policy   {config.model.policy} ({dtype}" + (", auto" if config.model.dtype == "auto" else "") + ")",
-        f"  data     {config.data.source}: {len(train_prompts)} train / {len(eval_prompts)} held-out prompts"
-        + (f" ({skipped} malformed rows skipped)" if skipped else ""),
+        f"  data     {config.data.source}: {report.loaded} rows, {report.distinct_prompts} distinct prompts; "
+        f"split by prompt: {len(train_prompts)} train / {len(eval_prompts)} held-out rows"
+        + (f" ({report.skipped} malformed rows skipped)" if report.skipped else ""),
         f"  batch    {r.prompts_per_iteration} prompts x {r.samples_per_prompt} answers, "
         f"<= {r.max_new_tokens} new tokens",
         f"  workers  {r.num_workers} rollout ({r.backend}, {res.rollout_cpus:g} CPU, {kv}), "
@@ -168,8 +190,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         print(f"[crowdless] {run_dir} already finished {latest[0]} iterations", flush=True)
         return run_dir
     policy_path = resolve_model(config.model.policy)
-    print_header(config, run_dir, policy_path, start_iteration, train_prompts, eval_prompts, report.skipped,
-                 verbose)
+    print_header(config, run_dir, policy_path, start_iteration, train_prompts, eval_prompts, report, verbose)
 
     # RAY_ADDRESS (ray job submit) or a new local cluster; worker output goes to RUN_DIR/logs/
     ray.init(ignore_reinit_error=True, log_to_driver=verbose,
@@ -192,13 +213,20 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     def generate(prompts, n, greedy, max_new_tokens):
         return rollouts.map("generate", prompts, n, greedy, max_new_tokens, progress="eval")
 
+    def answer_logprobs(prompts, answers):
+        return learner.run("answer_logprobs", prompts, answers)
+
     evaluation = None
-    if config.eval.every:  # 0. the starting policy on the held-out prompts: the baseline
+    if config.eval.every:  # 0. the starting policy on the evaluation sets: the baseline
         from crowdless.evaluation import HeldOutEvaluation
 
-        evaluation = HeldOutEvaluation(config.eval, eval_prompts, run_dir / "eval", config.run.seed)
+        sets = evaluation_sets(config, run_dir, train_prompts, eval_prompts)
+        print("[crowdless] evaluation sets: " + ", ".join(f"{name} {len(prompts)} prompts"
+                                                         for name, prompts in sets.items()), flush=True)
+        evaluation = HeldOutEvaluation(config.eval, sets, run_dir / "eval", config.run.seed,
+                                       circular=config.eval.judge_embedding == config.model.embedding)
         if start_iteration == 1:
-            metrics_log.log(0, prefixed("eval_", evaluation.evaluate("iter-0", generate)))
+            metrics_log.log(0, prefixed("eval_", evaluation.evaluate("iter-0", generate, answer_logprobs)))
     for iteration in range(start_iteration, total + 1):
         phase = PhaseTimer()
         workers = read_control(run_dir).get("rollout_workers", len(rollouts))
@@ -248,7 +276,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
         held_out = {}
         if evaluation and (iteration % config.eval.every == 0 or iteration == total):
             with phase("eval"):
-                held_out = prefixed("eval_", evaluation.evaluate(f"iter-{iteration}", generate))
+                held_out = prefixed("eval_", evaluation.evaluate(f"iter-{iteration}", generate, answer_logprobs))
 
         generated_tokens = sum(len(r.response_ids) for r in flat)
         metrics = {
@@ -292,13 +320,13 @@ def prefixed(prefix: str, metrics: dict) -> dict:
 
 
 def report_held_out(evaluation, total: int, generate, learner, config) -> None:
-    """The final policy against the starting one on the held-out prompts, and how well the reward
+    """The final policy against the starting one on every evaluation set, and how well the reward
     model (or the policy's implicit reward) and the ranker order sampled answers the way their
-    similarity to the reference does."""
+    similarity to the references does."""
     from algos.objectives import get_objective
-    from crowdless.evaluation import ORDERERS, format_table, verdict
+    from crowdless.evaluation import ORDERERS, format_sets_table, verdict_line
 
-    table = evaluation.compare("iter-0", f"iter-{total}")
+    tables = evaluation.compare("iter-0", f"iter-{total}")
     agreement = {}
     if config.eval.agreement_prompts:
         ranker_embedder = None
@@ -312,11 +340,13 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
         elif get_objective(config.policy.objective).kind == "preference":
             scorers["implicit_reward"] = lambda prompts, answers: learner.run("implicit_rewards", prompts, answers)
         agreement = evaluation.agreement(generate, scorers, ranker_embedder)
-    report = write_report(evaluation.out_dir, {f"iter-{total}": table}, agreement,
-                          Path(evaluation.out_dir).parent / "metrics.jsonl")
-    print(f"[crowdless] held-out prompts ({len(evaluation.prompts)}, greedy, against references): "
-          f"iteration {total} vs the starting model: {verdict(table)}", flush=True)
-    print(format_table(table, f"iter-{total}"), flush=True)
+    report = write_report(evaluation.out_dir, {f"iter-{total}": tables}, agreement,
+                          Path(evaluation.out_dir).parent / "metrics.jsonl", circular=evaluation.circular)
+    sizes = ", ".join(f"{name} {len(prompts)}" for name, prompts in evaluation.sets.items())
+    print(f"[crowdless] evaluation (distinct prompts: {sizes}; greedy answers against references): "
+          f"iteration {total} vs the starting model: {verdict_line(tables, evaluation.circular)}", flush=True)
+    print("  difference from the starting model (95% interval):", flush=True)
+    print(format_sets_table(tables, evaluation.circular), flush=True)
     if agreement:
         orderers = [who for who in ORDERERS if f"{who}_full_order" in agreement]
         print(f"  answer order agreement with the reference ({agreement['agreement_answers']} answers, "
@@ -337,7 +367,8 @@ def iteration_line(iteration: int, total: int, metrics: dict) -> str:
     return (f"[iter {iteration}/{total}] {scored}{trained}"
             f"pairs {metrics['pairs']}  "
             f"len {metrics['response_length']:.1f}  "
-            + (f"held-out cosine {metrics['eval_cosine']:.3f}  " if "eval_cosine" in metrics else "")
+            + (f"unseen chrF {metrics['eval_unseen_chrf']:.2f} ref_logprob {metrics['eval_unseen_ref_logprob']:.2f}  "
+               if "eval_unseen_chrf" in metrics else "")
             + f"{seconds:.0f}s ("
             + " ".join(f"{k[8:]} {v:.0f}" for k, v in metrics.items() if k.startswith("seconds_")) + ")")
 

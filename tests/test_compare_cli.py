@@ -6,17 +6,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
-from compare import comparison_rows, parse_variant, seed_list  # noqa: E402
+from compare import comparison_rows, format_markdown, parse_variant, seed_list  # noqa: E402
 
 from configs.schema import EvalConfig  # noqa: E402
+from crowdless.data import DistinctPrompt  # noqa: E402
 from crowdless.evaluation import SystemAnswers, write_answers  # noqa: E402
 
 
-def _write(run: Path, iteration: int, cosine: list[float]) -> None:
+def _write(run: Path, iteration: int, cosine: list[float], set_name: str = "unseen") -> None:
     n = len(cosine)
     system = SystemAnswers(f"iter-{iteration}", ["a"] * n, [3] * n, [False] * n)
     scores = {"cosine": np.array(cosine), "chrf": np.zeros(n), "bleu": np.zeros(n)}
-    write_answers(run / "eval" / "answers" / f"iter-{iteration}.jsonl", ["p"] * n, ["r"] * n, system, scores)
+    write_answers(run / "eval" / "answers" / set_name / f"iter-{iteration}.jsonl", [DistinctPrompt("p", ["r"])] * n,
+                  system, scores)
 
 
 def test_each_variant_is_read_at_its_own_last_iteration(tmp_path):
@@ -27,7 +29,7 @@ def test_each_variant_is_read_at_its_own_last_iteration(tmp_path):
     _write(tmp_path / "long", 6, [c + 0.3 for c in base])
     rows = comparison_rows({"short": [tmp_path / "short"], "long": [tmp_path / "long"]}, {"short": 2, "long": 6},
                            EvalConfig(bootstrap_resamples=200), seed=0)
-    (short, own_short, _), (long, own_long, paired_long) = rows
+    (_, short, own_short, _), (_, long, own_long, paired_long) = rows
     assert (short, long) == ("short", "long")
     assert np.isclose(own_short["cosine"]["difference"], 0.1)
     assert np.isclose(own_long["cosine"]["difference"], 0.3)
@@ -49,11 +51,26 @@ def test_several_seeds_give_a_row_each_and_a_row_on_their_means(tmp_path):
             _write(run, 2, [c + gain for c in base])
     runs = {name: [tmp_path / name / "seed-0", tmp_path / name / "seed-1"] for name in ("textrank", "random")}
     rows = comparison_rows(runs, {"textrank": 2, "random": 2}, EvalConfig(bootstrap_resamples=200), seed=0)
-    labels = [label for label, _, _ in rows]
-    assert labels == ["textrank (seed-0)", "textrank (seed-1)", "textrank (mean of 2 seeds)",
-                      "random (seed-0)", "random (seed-1)", "random (mean of 2 seeds)"]
-    by_label = {label: (own, paired) for label, own, paired in rows}
-    assert np.isclose(by_label["textrank (mean of 2 seeds)"][0]["cosine"]["difference"], 0.2)
+    labels = [label for _, label, _, _ in rows]
+    assert labels == ["textrank (seed-0)", "textrank (seed-1)", "textrank (2 seeds pooled)",
+                      "random (seed-0)", "random (seed-1)", "random (2 seeds pooled)"]
+    by_label = {label: (own, paired) for _, label, own, paired in rows}
+    assert np.isclose(by_label["textrank (2 seeds pooled)"][0]["cosine"]["difference"], 0.2)
     assert np.isclose(by_label["random (seed-1)"][1]["cosine"]["difference"], 0.1 - 0.3)  # against textrank seed 1
-    assert np.isclose(by_label["random (mean of 2 seeds)"][1]["cosine"]["difference"], 0.05 - 0.2)
+    assert np.isclose(by_label["random (2 seeds pooled)"][1]["cosine"]["difference"], 0.05 - 0.2)
+
+
+def test_each_set_gets_its_rows_and_a_variant_on_other_prompts_is_not_paired(tmp_path):
+    for name, n in (("textrank", 4), ("wider", 6)):
+        for set_name in ("trained", "unseen"):
+            size = n if set_name == "trained" else 4  # more prompts per iteration: a larger trained set
+            _write(tmp_path / name, 0, [0.2] * size, set_name)
+            _write(tmp_path / name, 2, [0.3] * size, set_name)
+    rows = comparison_rows({"textrank": [tmp_path / "textrank"], "wider": [tmp_path / "wider"]},
+                           {"textrank": 2, "wider": 2}, EvalConfig(bootstrap_resamples=200), seed=0)
+    assert [(s, label) for s, label, _, _ in rows] == [("trained", "textrank"), ("trained", "wider"),
+                                                         ("unseen", "textrank"), ("unseen", "wider")]
+    assert rows[1][3] is None and np.isclose(rows[3][3]["cosine"]["difference"], 0.0)
+    table = format_markdown(rows, "textrank")
+    assert "### trained" in table and "(other prompts)" in table
     assert seed_list("0,1,2") == [0, 1, 2]

@@ -12,8 +12,11 @@ from crowdless.data import (
     SQUAD_PROMPT,
     DataError,
     PromptExample,
+    distinct_prompts,
+    first_turns,
     load_prompt_split,
     load_prompts,
+    normalize_prompt,
     split_prompts,
 )
 
@@ -101,16 +104,47 @@ def test_unknown_embedded_and_offline_hub_name():
         load_prompts("no-such-org/no-such-dataset")
 
 
+def _prompts(examples):
+    return {normalize_prompt(e.prompt) for e in examples}
+
+
 def test_split_is_deterministic_and_disjoint():
-    examples, _ = load_prompts("embedded:chatterbot/science")
+    examples, report = load_prompts("embedded:chatterbot/science")
     train, held_out = split_prompts(examples, 0.2, seed=3)
     again = split_prompts(examples, 0.2, seed=3)
     assert (train, held_out) == again
-    assert len(held_out) == round(0.2 * len(examples))
+    assert len(_prompts(held_out)) == round(0.2 * report.distinct_prompts)  # a fifth of the distinct prompts
+    assert _prompts(train).isdisjoint(_prompts(held_out))
     assert sorted(map(json.dumps, [e.prompt for e in train + held_out])) == sorted(
         map(json.dumps, [e.prompt for e in examples]))
     assert split_prompts(examples, 0.2, seed=4) != (train, held_out)
     assert split_prompts(examples, 0.0, seed=3)[1] == []
+
+
+@pytest.mark.parametrize("source", ["embedded:chatterbot", "embedded:chatterbot/computers,science",
+                                    "embedded:chitchat"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_prompt_is_on_both_sides_of_an_embedded_split(source, seed):
+    examples, report = load_prompts(source)
+    assert report.distinct_prompts < report.loaded  # every embedded corpus repeats some prompts
+    train, held_out = split_prompts(examples, 0.1, seed)
+    assert held_out and _prompts(train).isdisjoint(_prompts(held_out))
+    assert len(train) + len(held_out) == len(examples)
+
+
+def test_repeated_prompts_in_a_file_stay_on_one_side_and_gather_their_references(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"prompt": f"Question {i}?", "reference": f"answer {i}"} for i in range(30)]
+    rows += [{"prompt": "  my printer is NOT printing. ", "reference": f"fix {k}"} for k in range(8)]
+    rows += [{"prompt": "My printer is not   printing.", "reference": "fix 0"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    examples, report = load_prompts(str(path))
+    assert (report.loaded, report.distinct_prompts) == (39, 31)
+    for seed in range(10):
+        train, held_out = split_prompts(examples, 0.3, seed)
+        assert _prompts(train).isdisjoint(_prompts(held_out))
+    printer = [d for d in distinct_prompts(examples) if "printer" in d.prompt]
+    assert len(printer) == 1 and printer[0].references == [f"fix {k}" for k in range(8)]  # no repeats
 
 
 # --- dialogue and QA corpora -------------------------------------------------------------------
@@ -125,7 +159,10 @@ def test_embedded_chitchat_gives_a_reply_per_turn_grouped_by_conversation():
     assert max(e.prompt.count("\n") for e in examples) == CONTEXT_TURNS - 1
     train, held_out = split_prompts(examples, 0.1, seed=0)
     assert not {e.group for e in train} & {e.group for e in held_out}
-    assert len(held_out) >= round(0.1 * len(examples))
+    assert 0.05 * len(examples) < len(held_out) < 0.15 * len(examples)
+    # the opening turn of each conversation: one row per conversation with a reply
+    opening = first_turns(examples)
+    assert len(opening) == len(groups) and all("\n" not in e.prompt for e in opening)
 
 
 DAILYDIALOG = (
@@ -316,16 +353,25 @@ def test_split_never_puts_a_group_on_both_sides(seed, fraction):
     train, held_out = split_prompts(examples, fraction, seed)
     assert {e.group for e in train if e.group}.isdisjoint({e.group for e in held_out if e.group})
     assert sorted(e.prompt for e in train + held_out) == sorted(e.prompt for e in examples)
-    assert train and len(held_out) >= round(fraction * len(examples))
+    units = len({e.group or e.prompt for e in examples})
+    assert train and len({e.group or e.prompt for e in held_out}) == max(1, round(fraction * units))
     assert split_prompts(examples, fraction, seed) == (train, held_out)
     assert split_prompts(examples, 0.0, seed)[1] == []
 
 
-def test_split_without_groups_is_the_seeded_permutation():
+def test_split_without_groups_holds_out_a_share_of_prompts_in_the_seeded_order():
     examples = [PromptExample(f"p{i}") for i in range(20)]
-    order = np.random.default_rng(7).permutation(20)
-    assert split_prompts(examples, 0.25, seed=7) == (
-        [examples[i] for i in order[5:]], [examples[i] for i in order[:5]])
+    order = [examples[i] for i in np.random.default_rng(7).permutation(20)]
+    train, held_out = split_prompts(examples, 0.25, seed=7)
+    assert len(held_out) == 5 and len(train) == 15
+    assert held_out == [e for e in order if e in held_out] and train == [e for e in order if e in train]
+
+
+def test_a_prompt_larger_than_the_held_out_share_stays_in_training():
+    examples = [PromptExample("hi", f"r{k}") for k in range(50)] + [PromptExample(f"p{i}") for i in range(50)]
+    for seed in range(10):
+        train, held_out = split_prompts(examples, 0.1, seed)
+        assert "hi" in _prompts(train) and len(held_out) == 5
 
 
 def test_max_prompts_then_split_by_conversation(tmp_path):

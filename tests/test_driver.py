@@ -12,9 +12,10 @@ BASE = {"kl": 0.0123, "pairs": 92, "response_length": 44.3, "seconds_rollout": 1
 
 
 def test_iteration_line_with_a_reward_model():
-    line = iteration_line(2, 5, {**BASE, "reward_mean": 0.25, "rm_accuracy": 0.6, "eval_cosine": 0.3})
+    line = iteration_line(2, 5, {**BASE, "reward_mean": 0.25, "rm_accuracy": 0.6, "eval_unseen_chrf": 14.2,
+                                 "eval_unseen_ref_logprob": -4.71})
     assert line == ("[iter 2/5] reward +0.250  rm_acc 0.60  kl 0.0123  pairs 92  len 44.3  "
-                    "held-out cosine 0.300  72s (rollout 19 policy 53)")
+                    "unseen chrF 14.20 ref_logprob -4.71  72s (rollout 19 policy 53)")
 
 
 def test_iteration_line_without_a_reward_model_hides_the_centred_ranker_reward():
@@ -43,7 +44,7 @@ def test_precision_hint_only_for_bf16_runs_that_left_most_weights_unmoved():
 
 
 def test_summary_lists_only_the_signals_the_objective_reported(tmp_path, capsys):
-    rows = [{"iteration": 0, "eval_cosine": 0.3},
+    rows = [{"iteration": 0, "eval_unseen_chrf": 14.3},
             {"iteration": 1, "pairs": 208, "response_length": 45.1, "reward_accuracy": 0.80, "reward_margin": 0.5},
             {"iteration": 2, "pairs": 208, "response_length": 45.8, "reward_accuracy": 0.93, "reward_margin": 1.4}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -6,8 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from crowdless.evaluation import (SystemAnswers, agreement, compare, order_agreement, read_answers,
-                                  verdict, write_answers)
+from configs.schema import EvalConfig
+from crowdless.data import DistinctPrompt, PromptExample, normalize_prompt
+from crowdless.evaluation import (SystemAnswers, agreement, build_sets, compare, mean_reference_logprobs,
+                                  order_agreement, read_answers, verdict, verdict_line, write_answers)
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +52,24 @@ def test_compare_detects_a_shift_and_verdict_reads_it():
     worse = compare(base, {m: v - 0.5 for m, v in base.items()}, seed=0, resamples=500)
     assert verdict(worse).startswith("worse")
     same = compare(base, base, seed=0, resamples=500)
-    assert verdict(same) == "no significant difference"
+    assert verdict(same) == "no change"
+
+
+def test_a_cosine_by_the_rankers_own_embedding_is_no_gain_alone():
+    rng = np.random.default_rng(2)
+    base = {m: rng.normal(size=200) for m in ("cosine", "chrf", "bleu", "ref_logprob")}
+    only_cosine = dict(base, cosine=base["cosine"] + 0.5)
+    table = compare(base, only_cosine, seed=0, resamples=500)
+    assert verdict(table).startswith("better (cosine")
+    assert verdict(table, circular=True).startswith("no change (above: cosine (the ranker's own embedding")
+    chrf_too = dict(only_cosine, chrf=base["chrf"] + 0.5)
+    with_chrf = compare(base, chrf_too, seed=0, resamples=500)
+    assert verdict(with_chrf, circular=True) == "better (chrf, cosine above zero)"
+    # the references' likelihood counts like any other judge
+    drifted = compare(base, dict(chrf_too, ref_logprob=base["ref_logprob"] - 1), seed=0, resamples=500)
+    assert verdict(drifted, circular=True) == "mixed (above: chrf, cosine; below: ref_logprob)"
+    line = verdict_line({"unseen": with_chrf, "ood": compare(base, base, seed=0, resamples=500)}, circular=True)
+    assert line == "unseen: better (chrf, cosine above zero); ood: no change"
 
 
 def test_compare_leaves_out_a_meteor_scored_without_synonyms_on_one_side():
@@ -63,37 +82,90 @@ def test_compare_leaves_out_a_meteor_scored_without_synonyms_on_one_side():
 def test_answers_round_trip(tmp_path):
     system = SystemAnswers("iter-1", ["Paris.", "It is blue."], [3, 5], [False, True])
     scores = {"bleu": np.array([100.0, 0.0]), "cosine": np.array([1.0, 0.2])}
-    path = tmp_path / "answers" / "iter-1.jsonl"
-    write_answers(path, ["Capital?", "Sky?"], ["Paris.", "Blue."], system, scores)
+    path = tmp_path / "answers" / "unseen" / "iter-1.jsonl"
+    write_answers(path, [DistinctPrompt("Capital?", ["Paris.", "Paris, France."]), DistinctPrompt("Sky?", ["Blue."])],
+                  system, scores)
     back, back_scores = read_answers(path)
     assert back.answers == system.answers and back.lengths == [3, 5] and back.truncated == [False, True]
     assert set(back_scores) == {"bleu", "cosine"} and back_scores["bleu"].tolist() == [100.0, 0.0]
-    assert json.loads(path.read_text().splitlines()[0])["reference"] == "Paris."
+    assert json.loads(path.read_text().splitlines()[0])["references"] == ["Paris.", "Paris, France."]
+
+
+def test_three_sets_trained_unseen_and_out_of_domain():
+    train = [PromptExample("How are you?", "fine"), PromptExample("how are  YOU?", "good"),
+             PromptExample("Tell me a joke.", "no"), PromptExample("Never drawn.", "x")]
+    held_out = [PromptExample("What is AI?", "a field"), PromptExample("what is ai?", "computers thinking"),
+                PromptExample("Hello", None)]
+    trained = ["how are you?", "Tell me a joke.", "How are you?"]
+    sets = build_sets(EvalConfig(max_prompts=20), "embedded:chatterbot", train, held_out, trained, seed=0)
+    assert list(sets) == ["trained", "unseen", "ood"]
+    assert [(d.prompt, d.references) for d in sets["trained"]] == [
+        ("How are you?", ["fine", "good"]), ("Tell me a joke.", ["no"])]
+    assert [(d.prompt, d.references) for d in sets["unseen"]] == [("What is AI?", ["a field", "computers thinking"])]
+    ood = sets["ood"]  # chitchat's opening turns, none a prompt of the run's data
+    assert len(ood) == 20 and all(d.references and "\n" not in d.prompt for d in ood)
+    run_prompts = {normalize_prompt(e.prompt) for e in train + held_out}
+    assert not run_prompts & {normalize_prompt(d.prompt) for d in ood}
+    assert build_sets(EvalConfig(max_prompts=20), "embedded:chatterbot", train, held_out, trained, 0) == sets
+    assert "ood" not in build_sets(EvalConfig(ood_source=None), "x.jsonl", train, held_out, trained, 0)
+
+
+def test_reference_logprob_is_the_mean_over_a_prompts_first_references():
+    prompts = [DistinctPrompt("a", ["r1", "r2", "r3"]), DistinctPrompt("b", ["s1"])]
+    calls = []
+
+    def answer_logprobs(ps, answers):
+        calls.append(list(zip(ps, answers)))
+        return [-float(answer[1]) for answer in answers]
+
+    values = mean_reference_logprobs(prompts, answer_logprobs, per_prompt=2)
+    assert calls == [[("a", "r1"), ("a", "r2"), ("b", "s1")]]  # one call, capped per prompt
+    assert values.tolist() == [-1.5, -1.0]
 
 
 def test_report_writes_tables_and_plots(tmp_path):
     from crowdless.report import write_report
 
-    answers = tmp_path / "answers"
+    answers = tmp_path / "answers" / "unseen"
     for name, lengths in (("iter-0", [10, 12]), ("iter-2", [5, 7])):
-        write_answers(answers / f"{name}.jsonl", ["a", "b"], ["x", "y"],
+        write_answers(answers / f"{name}.jsonl", [DistinctPrompt("a", ["x"]), DistinctPrompt("b", ["y"])],
                       SystemAnswers(name, ["p", "q"], lengths, [False, False]),
                       {"cosine": np.array([0.1, 0.2])})
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("\n".join(json.dumps(row) for row in (
-        {"iteration": 0, "eval_cosine": 0.1, "eval_chrf": 10.0, "eval_bleu": 1.0},
+        {"iteration": 0, "eval_unseen_cosine": 0.1, "eval_unseen_chrf": 10.0, "eval_ood_chrf": 9.0,
+         "eval_ood_cosine": 0.3},
         {"iteration": 1, "reward_mean": 0.3},
-        {"iteration": 2, "reward_mean": 0.5, "eval_cosine": 0.2, "eval_chrf": 11.0, "eval_bleu": 1.5})))
-    table = {"cosine": {"baseline": 0.1, "system": 0.2, "difference": 0.1, "low": 0.05, "high": 0.15}}
+        {"iteration": 2, "reward_mean": 0.5, "eval_unseen_cosine": 0.2, "eval_unseen_chrf": 11.0,
+         "eval_ood_chrf": 9.5, "eval_ood_cosine": 0.3})))
+    row = {"baseline": 0.1, "system": 0.2, "difference": 0.1, "low": 0.05, "high": 0.15}
+    tables = {"iter-2": {"unseen": {"cosine": row}, "ood": {"cosine": dict(row, low=-0.01)}}}
     agreement_figures = {"agreement_prompts": 2, "agreement_answers": 4, "agreement_random_full": 1 / 24,
                          "reward_model_full_order": 0.5, "reward_model_pairwise": 0.75,
                          "ranker_full_order": 0.0, "ranker_pairwise": 0.5}
-    report = write_report(tmp_path, {"iter-2": table}, agreement_figures, metrics)
+    report = write_report(tmp_path, tables, agreement_figures, metrics, circular=True)
     text = report.read_text()
-    assert "| cosine | 0.1000 | 0.2000 | +0.1000 | (+0.0500, +0.1500) **above 0** |" in text
+    assert ("| cosine (the ranker's own embedding) | 0.1000 | 0.2000 | +0.1000 | (+0.0500, +0.1500) **above 0** |"
+            in text)
+    assert "### unseen: no change (above: cosine (the ranker's own embedding: not counted alone))" in text
+    assert "### ood: no change" in text
     assert "| reward_model | 0.5000 | 0.7500 |" in text
     for png in ("metrics_over_iterations.png", "answer_lengths.png"):
         assert (tmp_path / png).stat().st_size > 1000 and png in text
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["comparisons"]["iter-2"]["cosine"]["low"] == 0.05
+    assert saved["comparisons"]["iter-2"]["unseen"]["cosine"]["low"] == 0.05
+    assert saved["cosine_is_ranker_embedding"] is True
     assert math.isclose(saved["agreement"]["agreement_random_full"], 1 / 24)
+
+
+def test_console_table_puts_the_sets_side_by_side():
+    from crowdless.evaluation import format_sets_table
+
+    up = {"difference": 0.5, "low": 0.1, "high": 0.9, "baseline": 1.0, "system": 1.5}
+    flat = dict(up, low=-0.2)
+    text = format_sets_table({"unseen": {"chrf": up, "cosine": up}, "ood": {"chrf": flat, "cosine": flat}},
+                             circular=True)
+    lines = text.splitlines()
+    assert lines[0].split() == ["metric", "unseen", "ood"]
+    assert lines[1].split() == ["chrf", "+0.500", "(+0.100,", "+0.900)", ">0", "+0.500", "(-0.200,", "+0.900)"]
+    assert lines[2].startswith("  cosine*") and lines[-1] == "  * the ranker's own embedding: never counted alone"

@@ -80,3 +80,24 @@ def test_paired_bootstrap_is_paired_and_seeded():
         paired_bootstrap(baseline, system[:10], np.random.default_rng(0))
     with pytest.raises(ValueError):  # one score must not broadcast against N
         paired_bootstrap(baseline, system[:1], np.random.default_rng(0))
+
+
+def test_several_references_score_against_the_best_match():
+    from algos.metrics import answer_scores
+
+    hypothesis = "Restart the printer and check the cable."
+    alone = answer_scores(hypothesis, "Buy a new computer.", None)
+    both = answer_scores(hypothesis, ["Buy a new computer.", "Restart the printer and check the cable."], None)
+    assert both["chrf"] == pytest.approx(100.0) and both["token_f1"] == 1.0 and both["exact_match"] == 1.0
+    for key in ("bleu", "chrf", "gleu", "meteor_nosyn", "token_f1"):
+        assert both[key] > alone[key]
+    assert answer_scores(hypothesis, [hypothesis], None) == answer_scores(hypothesis, hypothesis, None)
+
+
+def test_loop_flags_a_word_trigram_three_times():
+    from algos.metrics import has_loop
+
+    assert has_loop("I'm a waste, a waste, a waste, a waste of time")
+    assert not has_loop("I'm a waste, a waste, a waste.")  # (a, waste, a) twice only
+    assert not has_loop("The cat sat on the mat and the dog sat on the rug.")
+    assert has_loop("no no no no no")
