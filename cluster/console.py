@@ -78,14 +78,28 @@ class CallFailed(Exception):
         self.index = index
 
 
-def wait_all(refs: list, on_poll=None, poll_seconds: float = 0.5) -> list:
+class CallTimedOut(Exception):
+    """Some of several remote calls passed their deadline: `indices` says which."""
+
+    def __init__(self, indices: list[int], seconds: float):
+        super().__init__(f"calls {indices} did not finish within {seconds:g}s")
+        self.indices, self.seconds = indices, seconds
+
+
+def wait_all(refs: list, on_poll=None, poll_seconds: float = 0.5, timeout_s: float | None = None) -> list:
     """ray.get of every ref; the first failure raises CallFailed at once, without waiting for the
-    others (which may be blocked on the failed one, e.g. in a collective). on_poll() runs between polls."""
+    others (which may be blocked on the failed one, e.g. in a collective). on_poll() runs between
+    polls. Calls still running after timeout_s raise CallTimedOut."""
+    import time
+
     import ray
 
     results: list = [None] * len(refs)
     pending = {ref: index for index, ref in enumerate(refs)}
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while pending:
+        if deadline is not None and time.monotonic() > deadline:
+            raise CallTimedOut(sorted(pending.values()), timeout_s)
         ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=poll_seconds)
         for ref in ready:
             index = pending.pop(ref)
@@ -98,7 +112,8 @@ def wait_all(refs: list, on_poll=None, poll_seconds: float = 0.5) -> list:
     return results
 
 
-def wait_with_progress(refs: list, board, phase: str, iteration: int, unit: str = "step") -> list:
+def wait_with_progress(refs: list, board, phase: str, iteration: int, unit: str = "step",
+                       timeout_s: float | None = None) -> list:
     """wait_all(refs), drawing a bar from what the worker posts to the board for this phase."""
     import ray
     from tqdm import tqdm
@@ -114,7 +129,7 @@ def wait_with_progress(refs: list, board, phase: str, iteration: int, unit: str 
             shown[0] = posted
 
     try:
-        return wait_all(refs, draw)
+        return wait_all(refs, draw, timeout_s=timeout_s)
     finally:
         bar.close()
 

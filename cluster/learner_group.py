@@ -16,7 +16,7 @@ from ray.exceptions import RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cluster.console import CallFailed, failure_cause, wait_all, wait_with_progress
+from cluster.console import CallFailed, CallTimedOut, failure_cause, wait_all, wait_with_progress
 
 RENDEZVOUS_ATTEMPTS = 3
 
@@ -34,6 +34,7 @@ class LearnerGroup:
         res = config.resources
         self.size = res.learner_workers
         self.board = board
+        self.timeout_s, self.start_timeout_s = res.learner_timeout_s, res.worker_start_timeout_s
         bundle = {"CPU": res.learner_cpus, **({"GPU": res.learner_gpus} if res.learner_gpus else {})}
         self.placement = placement_group([dict(bundle) for _ in range(self.size)], strategy="PACK")
         ray.get(self.placement.ready())
@@ -50,7 +51,8 @@ class LearnerGroup:
                 for rank in range(self.size)
             ]
             try:
-                self.nodes = self._wait([rank.ready.remote() for rank in self.ranks])  # node id per rank
+                self.nodes = self._wait([rank.ready.remote() for rank in self.ranks], call="ready",
+                                        timeout_s=self.start_timeout_s)  # node id per rank
                 return
             except LearnerGroupError as error:
                 retry = attempt < RENDEZVOUS_ATTEMPTS and "address already in use" in str(error).lower()
@@ -63,11 +65,17 @@ class LearnerGroup:
         return PlacementGroupSchedulingStrategy(placement_group=self.placement,
                                                 placement_group_bundle_index=index)
 
-    def _wait(self, refs: list, progress: tuple | None = None) -> list:
+    def _wait(self, refs: list, progress: tuple | None = None, call: str = "", timeout_s: float | None = None) -> list:
+        timeout_s = timeout_s or self.timeout_s
         try:
             if progress is None:
-                return wait_all(refs)
-            return wait_with_progress(refs, self.board, *progress)
+                return wait_all(refs, timeout_s=timeout_s)
+            return wait_with_progress(refs, self.board, *progress, timeout_s=timeout_s)
+        except CallTimedOut as late:
+            raise LearnerGroupError(
+                f"learner call {call or '?'} on rank {', '.join(map(str, late.indices))} of {self.size} did not "
+                f"finish within {late.seconds:g}s (resources.learner_timeout_s); --resume continues from the "
+                "last checkpoint") from None
         except CallFailed as failed:
             errors = self._failures(refs, {failed.index: failed.__cause__})
             # A rank that died makes its peers' collectives fail too, often first: name the dead one.
@@ -93,14 +101,16 @@ class LearnerGroup:
     def run(self, method: str, *args, progress: tuple[str, int, str] | None = None):
         """Every rank's `method(*args)`; rank 0's result. progress: (phase, iteration, unit) draws
         the phase's bar from rank 0's posts to the board."""
-        return self._wait([getattr(rank, method).remote(*args) for rank in self.ranks], progress)[0]
+        return self._wait([getattr(rank, method).remote(*args) for rank in self.ranks], progress, call=method)[0]
 
     def policy_state_ref(self) -> ray.ObjectRef:
         """The policy's weights, gathered on rank 0, as an object ref the rollout workers read
         straight from the object store (the driver never holds them)."""
         refs = [rank.portable_policy_state.remote() for rank in self.ranks]
-        self._wait(refs[1:])  # the other ranks return None once they took part
-        ray.wait(refs[:1])
+        self._wait(refs[1:], call="portable_policy_state")  # the other ranks return None once they took part
+        if not ray.wait(refs[:1], timeout=self.timeout_s)[0]:
+            raise LearnerGroupError(f"learner call portable_policy_state on rank 0 did not finish within "
+                                    f"{self.timeout_s:g}s (resources.learner_timeout_s)")
         return refs[0]
 
     def shutdown(self, keep_placement: bool = False) -> None:

@@ -2,10 +2,12 @@
 
 `map` cuts the items into chunks and every idle worker pulls the next one, so a slow
 worker (a busy node, a slower CPU) takes fewer chunks rather than holding the rest back.
-A worker that dies mid-call is replaced by a fresh one; the replacement first replays the
-pool's "sticky" calls (the latest policy weights), then redoes the dead worker's chunk:
-every item is answered exactly once. Workers are spread over the cluster's nodes; the pool
-can grow or shrink between calls (`resize`).
+A worker that dies mid-call, or does not answer a call within its deadline (a frozen
+engine), is killed and replaced by a fresh one; the replacement first replays the pool's
+"sticky" calls (the latest policy weights), then redoes the lost chunk: every item is answered
+exactly once. Each replacement is recorded in `events` for the run's metrics. Workers are
+spread over the cluster's nodes; the pool can grow or shrink between calls (`resize`), and a
+size the cluster cannot place is refused, naming what is missing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from tqdm import tqdm
 
 WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class PoolError(RuntimeError):
+    """The pool cannot do what was asked (too many replacements, a size the cluster cannot place)."""
 
 
 def split_evenly(items: list, parts: int) -> list[list]:
@@ -35,9 +41,12 @@ def split_evenly(items: list, parts: int) -> list[list]:
 class WorkerPool:
     def __init__(self, worker_class: type, init_args: tuple, size: int, *, num_cpus: float,
                  num_gpus: float, max_replacements: int, name: str, env: dict[str, str] | None = None,
-                 chunks_per_worker: int = 1):
+                 chunks_per_worker: int = 1, call_timeout_s: float | None = None,
+                 start_timeout_s: float | None = None):
         """chunks_per_worker: with several workers, map cuts its items into this many chunks per
-        worker (more chunks balance uneven workers better; fewer keep each call's batch large)."""
+        worker (more chunks balance uneven workers better; fewer keep each call's batch large).
+        call_timeout_s: a worker that has not answered one call (a chunk, a broadcast) by then is
+        treated as lost; start_timeout_s: how long a new worker may take to be ready. None: no deadline."""
         options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "scheduling_strategy": "SPREAD"}
         if env:
             options["runtime_env"] = {"env_vars": env}
@@ -47,6 +56,9 @@ class WorkerPool:
         self.max_replacements = max_replacements
         self.replacements = 0
         self.chunks_per_worker = chunks_per_worker
+        self.call_timeout_s, self.start_timeout_s = call_timeout_s, start_timeout_s
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self.events: list[str] = []  # replacements since the driver last took them (take_events)
         self._sticky: dict[str, tuple] = {}
         self.workers: list = []
         self.nodes: list[str] = []  # the Ray node of each worker
@@ -62,30 +74,66 @@ class WorkerPool:
             getattr(worker, method).remote(*args)  # actor calls run in order: before any later call
         return worker
 
+    def take_events(self) -> list[str]:
+        events, self.events = self.events, []
+        return events
+
+    def _ready(self, workers: list) -> list[str]:
+        """The node of each worker once it is ready; a worker not ready by start_timeout_s is killed."""
+        try:
+            return ray.get([worker.ready.remote() for worker in workers], timeout=self.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            for worker in workers:
+                ray.kill(worker)
+            raise PoolError(f"{self.name} workers were not ready within {self.start_timeout_s:g}s "
+                            "(resources.worker_start_timeout_s)") from None
+
+    def missing_resources(self, size: int) -> dict[str, float]:
+        """What the cluster lacks, now, to run `size` workers: {resource: amount short}."""
+        extra = size - len(self.workers)
+        if extra <= 0:
+            return {}
+        free = ray.available_resources()
+        needs = {"CPU": extra * self.num_cpus, "GPU": extra * self.num_gpus}
+        return {kind: round(need - free.get(kind, 0.0), 3) for kind, need in needs.items()
+                if need > free.get(kind, 0.0) + 1e-9}
+
     def resize(self, size: int) -> None:
-        """Grow with fresh workers (they get the sticky state) or shrink by stopping the newest."""
+        """Grow with fresh workers (they get the sticky state) or shrink by stopping the newest.
+        A size the cluster has no room for is refused (PoolError naming what is missing), and the
+        pool keeps its size."""
         if size < 1:
             raise ValueError(f"{self.name} pool needs at least one worker, got {size}")
-        while len(self.workers) < size:
-            self.workers.append(self._start_worker())
+        missing = self.missing_resources(size)
+        if missing:
+            raise PoolError(f"{size} {self.name} workers do not fit: the cluster is short of "
+                            + ", ".join(f"{amount:g} {kind}" for kind, amount in missing.items()))
+        started = []
+        while len(self.workers) + len(started) < size:
+            started.append(self._start_worker())
+        if started:
+            nodes = self._ready(started)
+            self.workers += started
+            self.nodes = self.nodes[:len(self.workers) - len(started)] + nodes
         while len(self.workers) > size:
             ray.kill(self.workers.pop())
-        self.nodes = ray.get([worker.ready.remote() for worker in self.workers])
+            self.nodes.pop()
 
-    def _replace(self, index: int, error: Exception) -> None:
+    def _replace(self, index: int, error: Exception, reason: str = "was lost") -> None:
         if self.replacements >= self.max_replacements:
-            raise RuntimeError(
-                f"{self.name} worker {index} failed and the pool already replaced "
+            raise PoolError(
+                f"{self.name} worker {index} {reason} and the pool already replaced "
                 f"{self.replacements} workers (resources.max_worker_restarts)") from error
         self.replacements += 1
-        print(f"[crowdless] {self.name} worker {index} was lost ({type(error).__name__}); "
-              "starting a replacement and redoing its share", flush=True)
+        event = f"{self.name} worker {index} {reason} ({type(error).__name__}): replaced, its work redone"
+        self.events.append(event)
+        print(f"[crowdless] {event}", flush=True)
         try:
-            ray.kill(self.workers[index])
+            ray.kill(self.workers[index])  # SIGKILL: also ends a frozen (SIGSTOPped) process
         except Exception:  # already gone
             pass
         self.workers[index] = self._start_worker()
-        self.nodes[index] = ray.get(self.workers[index].ready.remote())
+        self.nodes[index] = self._ready([self.workers[index]])[0]
 
     def map(self, method: str, items: list, *args: Any, progress: str | None = None) -> list:
         """worker.method(chunk, *args) over chunks of items, each idle worker pulling the next chunk;
@@ -106,10 +154,20 @@ class WorkerPool:
             next_chunk += 1
         bar = tqdm(total=len(items), desc=progress, unit="prompt", disable=progress is None, leave=False)
         while pending:
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            worker, chunk, started = pending.pop(done)
+            oldest = min(pending, key=lambda ref: pending[ref][2])
+            timeout = None
+            if self.call_timeout_s is not None:
+                timeout = max(0.0, pending[oldest][2] + self.call_timeout_s - time.perf_counter())
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            if not done:  # the oldest call is past its deadline: its worker hangs
+                worker, chunk, _ = pending.pop(oldest)
+                self._replace(worker, TimeoutError(f"{method} took over {self.call_timeout_s:g}s"),
+                              reason="did not answer in time")
+                give(worker, chunk)
+                continue
+            worker, chunk, started = pending.pop(done[0])
             try:
-                results[chunk] = ray.get(done)
+                results[chunk] = ray.get(done[0])
             except WORKER_LOST as error:
                 self._replace(worker, error)
                 give(worker, chunk)  # the replacement redoes the lost chunk
@@ -124,17 +182,21 @@ class WorkerPool:
         self.last_map = {"items": done_items, "seconds": [round(b, 3) for b in busy]}
         return [item for chunk in results for item in chunk]
 
-    def broadcast(self, method: str, *args: Any, sticky: bool = False) -> list:
-        """Call method on every worker; sticky calls are replayed on any future replacement."""
+    def broadcast(self, method: str, *args: Any, sticky: bool = False, timeout_s: float | None = None) -> list:
+        """Call method on every worker; sticky calls are replayed on any future replacement. A
+        worker that does not answer within timeout_s (default call_timeout_s) is replaced."""
         if sticky:
             self._sticky[method] = args
+        timeout_s = timeout_s if timeout_s is not None else self.call_timeout_s
         results = []
         for index in range(len(self.workers)):
             try:
-                results.append(ray.get(getattr(self.workers[index], method).remote(*args)))
-            except WORKER_LOST as error:
-                self._replace(index, error)  # the replacement replays sticky calls itself
-                results.append(ray.get(getattr(self.workers[index], method).remote(*args)))
+                results.append(ray.get(getattr(self.workers[index], method).remote(*args), timeout=timeout_s))
+            except (*WORKER_LOST, ray.exceptions.GetTimeoutError) as error:
+                lost = not isinstance(error, ray.exceptions.GetTimeoutError)
+                self._replace(index, error, "was lost" if lost else "did not answer in time")
+                # the replacement replays sticky calls itself
+                results.append(ray.get(getattr(self.workers[index], method).remote(*args), timeout=timeout_s))
         return results
 
     def shutdown(self) -> None:

@@ -17,7 +17,58 @@ import os
 import shutil
 from pathlib import Path
 
-import yaml
+
+
+class RunDirError(ValueError):
+    """A run directory that must not be written to, or resumed as asked."""
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    """A folder a crowdless job wrote: its config.yaml is a mapping with run and model sections."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(recorded, dict) and {"run", "model"} <= set(recorded)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse, before anything is written, a path that is a file or a non-empty folder that is not
+    a crowdless run: a job writes config.yaml and metrics.jsonl and removes checkpoints/iter-*."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} is a file")
+    if any(run_dir.iterdir()) and not is_run_dir(run_dir):
+        raise RunDirError(f"run directory {run_dir} is not empty and holds no crowdless run (no config.yaml "
+                          "of one): nothing was written; choose an empty or new --run-dir")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# Keys a resumed run may change: how long it goes on, and where the folder is spelled from.
+RESUMABLE_KEYS = ("run.iterations", "run.dir")
+
+
+def config_changes(run_dir: Path, config_tree: dict) -> list[str]:
+    """'key: recorded -> new' for every key whose value differs from RUN_DIR/config.yaml, beyond
+    RESUMABLE_KEYS. Keys only one side knows (a config written by another version) are skipped."""
+    import yaml
+
+    recorded = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    new = _flat(config_tree)
+    return [f"{key}: {recorded[key]!r} -> {new[key]!r}" for key in new
+            if key in recorded and key not in RESUMABLE_KEYS and recorded[key] != new[key]]
 
 
 def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
@@ -65,27 +116,32 @@ def prune_training_state(run_dir: Path, keep_iteration: int, folder_name: str) -
             shutil.rmtree(folder / folder_name)
 
 
-def read_control(run_dir: Path) -> dict:
-    """Run-time controls a user can edit while the job runs (see jobs/scale.py)."""
+def read_control(run_dir: Path):
+    """(ControlConfig, None) from RUN_DIR/control.yaml, the run-time controls a user can edit while
+    the job runs (jobs/scale.py); (empty ControlConfig, the error) where the file is invalid: a
+    bad value must never stop a running job."""
+    from configs.schema import ConfigError, ControlConfig, load_control
+
     path = run_dir / "control.yaml"
     if not path.exists():
-        return {}
+        return ControlConfig(), None
     try:
-        control = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        print(f"[crowdless] ignoring {path}: not valid YAML ({exc})", flush=True)
-        return {}
-    return control if isinstance(control, dict) else {}
+        return load_control(path), None
+    except ConfigError as exc:
+        return ControlConfig(), " ".join(str(exc).split())
 
 
 class MetricsLog:
     """metrics.jsonl (one line per iteration) plus TensorBoard scalars."""
 
     def __init__(self, run_dir: Path, tensorboard: bool, resume_after: int = 0):
+        """resume_after: the last complete iteration; lines of later iterations are dropped, as the
+        resumed run redoes them. Without a complete iteration the run redoes its baseline evaluation
+        (iteration 0) as well, so that line goes too: no iteration is ever logged twice."""
         self.path = run_dir / "metrics.jsonl"
-        if self.path.exists():  # drop lines of iterations a resume will redo
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line)["iteration"] <= resume_after]
+        if self.path.exists():
+            iterations = [(line, json.loads(line)["iteration"]) for line in self.path.read_text().splitlines() if line]
+            kept = [line for line, iteration in iterations if iteration <= resume_after and resume_after >= 1]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.writer = None
         if tensorboard:

@@ -223,7 +223,24 @@ class ResourcesConfig(Section):
         1.0, gt=0.0, description="CPUs per learner rank (Ray scheduling share; with several ranks also "
         "its torch threads).")
     learner_gpus: float = Field(0.0, ge=0.0, description="GPUs per learner rank.")
-    max_worker_restarts: int = Field(2, ge=0, description="Ray restarts a crashed worker this often.")
+    max_worker_restarts: int = Field(
+        2, ge=0, description="A rollout or ranker worker that dies or misses its deadline is replaced "
+        "this often in a run; one more failure ends the run (--resume continues it).")
+    rollout_timeout_s: float = Field(
+        1800.0, gt=0.0, description="Deadline of one rollout worker call (a chunk of prompts to "
+        "answer, training or evaluation): a worker past it is killed, replaced and its chunk redone. "
+        "Generous: a CPU answers a default chunk in about 30 s.")
+    ranker_timeout_s: float = Field(
+        600.0, gt=0.0, description="Deadline of one ranker worker call (a chunk of prompts to rank); "
+        "past it, as for rollouts.")
+    weight_sync_timeout_s: float = Field(
+        600.0, gt=0.0, description="Deadline of one rollout worker's weight reload; past it, the worker "
+        "is replaced (the replacement starts from the new weights).")
+    learner_timeout_s: float = Field(
+        7200.0, gt=0.0, description="Deadline of one learner call (a training phase, a checkpoint); past "
+        "it the run stops with an error naming the call and the rank, and --resume continues it.")
+    worker_start_timeout_s: float = Field(
+        900.0, gt=0.0, description="How long a new worker (engine start included) may take to be ready.")
 
 
 class ServeConfig(Section):
@@ -373,6 +390,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return CrowdlessConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, origin)) from None
+
+
+class ControlConfig(Section):
+    """RUN_DIR/control.yaml: what a user may change while a job runs (jobs/scale.py writes it)."""
+
+    rollout_workers: int | None = Field(
+        None, ge=1, le=1024, description="Rollout workers from the next iteration on; null: as they are.")
+
+
+def load_control(path: Path) -> ControlConfig:
+    """control.yaml, validated like a config; ConfigError naming the file and key otherwise."""
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping like 'rollout_workers: 2'")
+    try:
+        return ControlConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path)).replace("invalid config", "invalid control file")) from None
 
 
 def dump_config(config: CrowdlessConfig) -> str:

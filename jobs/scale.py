@@ -11,6 +11,10 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+from configs.schema import ConfigError, ControlConfig, load_control  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -24,9 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run_dir} is not a crowdless run directory (no config.yaml)", file=sys.stderr)
         return 2
     path = args.run_dir / "control.yaml"
-    control = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    control["rollout_workers"] = args.rollout_workers
-    path.write_text(yaml.safe_dump(control))
+    try:  # the same schema the driver reads it with: what is written here is what it applies
+        control = load_control(path) if path.exists() else ControlConfig()
+        control.rollout_workers = args.rollout_workers
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path.write_text(yaml.safe_dump(control.model_dump(exclude_none=True)))
     print(f"{path}: rollout_workers={args.rollout_workers} (applied at the next iteration)")
     return 0
 

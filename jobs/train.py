@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import numpy as np  # noqa: E402
 
+from cluster.run_dir import RunDirError  # noqa: E402
 from configs.schema import ConfigError, CrowdlessConfig, dump_config, load_config  # noqa: E402
 from crowdless.data import DataError, PromptExample, load_prompt_split  # noqa: E402
 from crowdless.models import ModelError, resolve_dtype, resolve_model  # noqa: E402
@@ -33,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="default", help="YAML file or packaged name (default, tiny, paper)")
     parser.add_argument("--run-dir", help="run directory (overrides run.dir)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/latest")
+    parser.add_argument("--force-config", action="store_true",
+                        help="resume even though the config differs from the one the run started with")
     parser.add_argument("--verbose", action="store_true",
                         help="show engine and library logs live (default: RUN_DIR/logs/)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. ppo.kl_coef=0.1")
@@ -106,10 +109,12 @@ def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path |
     rollouts = WorkerPool(RolloutWorker, (policy_path, config.model, config.rollout, config.run.seed),
                           config.rollout.num_workers, num_cpus=res.rollout_cpus, num_gpus=res.rollout_gpus,
                           max_replacements=res.max_worker_restarts, name="rollout", env=env,
-                          chunks_per_worker=config.rollout.chunks_per_worker)
+                          chunks_per_worker=config.rollout.chunks_per_worker, call_timeout_s=res.rollout_timeout_s,
+                          start_timeout_s=res.worker_start_timeout_s)
     rankers = WorkerPool(RankerWorker, (config.model.embedding, config.ranking, config.run.seed),
                          config.ranking.num_workers, num_cpus=res.ranker_cpus, num_gpus=0,
-                         max_replacements=res.max_worker_restarts, name="ranker", env=env)
+                         max_replacements=res.max_worker_restarts, name="ranker", env=env,
+                         call_timeout_s=res.ranker_timeout_s, start_timeout_s=res.worker_start_timeout_s)
     return learner, rollouts, rankers
 
 
@@ -120,13 +125,13 @@ def trained_prompts(config: CrowdlessConfig, train_prompts: list[PromptExample])
 
 
 def evaluation_sets(config: CrowdlessConfig, run_dir: Path, train_prompts: list[PromptExample],
-                    eval_prompts: list[PromptExample]) -> dict:
+                    eval_prompts: list[PromptExample], resuming: bool) -> dict:
     """The evaluation's prompt sets (trained, unseen, ood), fixed in RUN_DIR/eval/sets.json when the
-    run starts: a resumed run, and jobs/evaluate.py, judge the very same prompts."""
+    run starts: a run resumed after its first checkpoint judges the very same prompts."""
     from crowdless.evaluation import build_sets, load_sets, save_sets
 
     path = run_dir / "eval" / "sets.json"
-    if path.exists():
+    if path.exists() and resuming:
         return load_sets(path)
     sets = build_sets(config.eval, config.data.source, train_prompts, eval_prompts,
                       trained_prompts(config, train_prompts), config.run.seed)
@@ -163,15 +168,23 @@ def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start
     print("\n".join(lines), flush=True)
 
 
-def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
+def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_config: bool = False) -> Path:
     import ray
 
     from cluster.console import log_dir_env, quiet_driver_libraries
     from actors.learner_worker import TRAINING_STATE
-    from cluster.run_dir import (MetricsLog, checkpoint_dir, discard_incomplete_checkpoints, latest_checkpoint,
-                                 mark_complete, prune_training_state, read_control)
+    from cluster.run_dir import (MetricsLog, check_run_dir, checkpoint_dir, config_changes,
+                                 discard_incomplete_checkpoints, is_run_dir, latest_checkpoint, mark_complete,
+                                 prune_training_state)
 
     run_dir = Path(config.run.dir).resolve()
+    check_run_dir(run_dir)
+    if resume and is_run_dir(run_dir) and not force_config:
+        changes = config_changes(run_dir, config.model_dump(mode="json"))
+        if changes:
+            raise ConfigError(f"{run_dir} was started with another config; resuming it changes "
+                              + "; ".join(changes) + " (only run.iterations may change: pass --force-config "
+                              "to resume with the new values anyway)")
     latest = latest_checkpoint(run_dir)
     if latest and not resume:
         raise ConfigError(f"{run_dir} already holds checkpoints (latest: iteration {latest[0]}); "
@@ -220,7 +233,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     if config.eval.every:  # 0. the starting policy on the evaluation sets: the baseline
         from crowdless.evaluation import HeldOutEvaluation
 
-        sets = evaluation_sets(config, run_dir, train_prompts, eval_prompts)
+        sets = evaluation_sets(config, run_dir, train_prompts, eval_prompts, resuming=start_iteration > 1)
         print("[crowdless] evaluation sets: " + ", ".join(f"{name} {len(prompts)} prompts"
                                                          for name, prompts in sets.items()), flush=True)
         evaluation = HeldOutEvaluation(config.eval, sets, run_dir / "eval", config.run.seed,
@@ -229,10 +242,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
             metrics_log.log(0, prefixed("eval_", evaluation.evaluate("iter-0", generate, answer_logprobs)))
     for iteration in range(start_iteration, total + 1):
         phase = PhaseTimer()
-        workers = read_control(run_dir).get("rollout_workers", len(rollouts))
-        if workers != len(rollouts):
-            print(f"[crowdless] scaling rollout workers {len(rollouts)} -> {workers}", flush=True)
-            rollouts.resize(int(workers))
+        control_error = apply_control(run_dir, rollouts)
         prompts = [p.prompt for p in prompts_for_iteration(
             train_prompts, iteration, config.rollout.prompts_per_iteration, config.run.seed)]
 
@@ -266,7 +276,8 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
 
         # 5. Rollout workers serve the new policy.
         with phase("weight_sync"):
-            sync_seconds = rollouts.broadcast("load_weights", learner.policy_state_ref(), sticky=True)
+            sync_seconds = rollouts.broadcast("load_weights", learner.policy_state_ref(), sticky=True,
+                                              timeout_s=config.resources.weight_sync_timeout_s)
 
         # 6. Checkpoint files (complete only at step 8, once the iteration is on record).
         with phase("checkpoint"):
@@ -294,6 +305,9 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
                 for items, seconds in zip(rollout_load["items"], rollout_load["seconds"])],
             "rollout_nodes": len(set(rollouts.nodes)),
             "learner_workers": learner.size,
+            "control_error": control_error,  # a control.yaml value that was refused, or None
+            # rollout or ranker workers lost or past their deadline this iteration, each replaced
+            "worker_events": rollouts.take_events() + rankers.take_events(),
             "learner_nodes": len(set(learner.nodes)),
         }
         metrics_log.log(iteration, metrics)
@@ -313,6 +327,25 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False) -> Path:
     if evaluation:
         report_held_out(evaluation, total, generate, learner, config)
     return run_dir
+
+
+def apply_control(run_dir: Path, rollouts) -> str | None:
+    """RUN_DIR/control.yaml's rollout_workers, applied before an iteration. A bad file or a size the
+    cluster cannot place is refused and reported (the returned error); the job goes on as it was."""
+    from cluster.pool import PoolError
+    from cluster.run_dir import read_control
+
+    control, error = read_control(run_dir)
+    workers = control.rollout_workers
+    if error is None and workers is not None and workers != len(rollouts):
+        print(f"[crowdless] scaling rollout workers {len(rollouts)} -> {workers}", flush=True)
+        try:
+            rollouts.resize(workers)
+        except PoolError as exc:
+            error = f"rollout_workers={workers} refused: {exc}"
+    if error is not None:
+        print(f"[crowdless] control.yaml: {error}; keeping {len(rollouts)} rollout workers", flush=True)
+    return error
 
 
 def prefixed(prefix: str, metrics: dict) -> dict:
@@ -364,13 +397,17 @@ def iteration_line(iteration: int, total: int, metrics: dict) -> str:
               if "rm_accuracy" in metrics else "")
     trained = "".join(f"{label} {_figure(metrics[key], digits)}  "
                       for key, label, digits, _ in POLICY_SIGNALS if key in metrics)
+    problems = f"  control error: {metrics['control_error']}" if metrics.get("control_error") else ""
+    if metrics.get("worker_events"):
+        problems += f"  {len(metrics['worker_events'])} worker(s) replaced"
     return (f"[iter {iteration}/{total}] {scored}{trained}"
             f"pairs {metrics['pairs']}  "
             f"len {metrics['response_length']:.1f}  "
             + (f"unseen chrF {metrics['eval_unseen_chrf']:.2f} ref_logprob {metrics['eval_unseen_ref_logprob']:.2f}  "
                if "eval_unseen_chrf" in metrics else "")
             + f"{seconds:.0f}s ("
-            + " ".join(f"{k[8:]} {v:.0f}" for k, v in metrics.items() if k.startswith("seconds_")) + ")")
+            + " ".join(f"{k[8:]} {v:.0f}" for k, v in metrics.items() if k.startswith("seconds_")) + ")"
+            + problems)
 
 
 def precision_hint(metrics: dict, dtype: str) -> str | None:
@@ -429,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     config = None
     try:
         config = load_config(args.config, overrides)
-        train(config, args.resume, args.verbose)
-    except (ConfigError, DataError, ModelError) as exc:
+        train(config, args.resume, args.verbose, args.force_config)
+    except (ConfigError, DataError, ModelError, RunDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a worker or engine failed: its cause here, the whole story in logs/

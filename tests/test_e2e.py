@@ -156,6 +156,60 @@ def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
         assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
 
 
+def _worker_pid(run_dir: Path, name: str, exclude: set[int]) -> int:
+    """The pid of a live worker, from its log file RUN_DIR/logs/NAME-PID.log."""
+    pids = {int(path.stem.split("-")[1]) for path in (run_dir / "logs").glob(f"{name}-*.log")} - exclude
+    assert len(pids) == 1, pids
+    return pids.pop()
+
+
+def test_drills_a_frozen_rollout_worker_and_a_ranker_killed_mid_ranking(tmp_path):
+    """Fault drills on the real job: the rollout worker is frozen with SIGSTOP as iteration 2 starts
+    (its engine never answers: the chunk deadline kills and replaces it), and the ranker is frozen as
+    iteration 3 starts, then killed while the iteration's ranking waits on it (replaced at once).
+    The job completes; every prompt of every iteration is answered once, no iteration lost or repeated."""
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen([sys.executable, "jobs/train.py", "--config", "tiny", "--run-dir", str(run_dir),
+                            "run.iterations=3", "resources.rollout_timeout_s=60", "resources.max_worker_restarts=2"],
+                           cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    lines, frozen = [], set()
+    try:
+        for line in job.stdout:
+            lines.append(line)
+            if line.startswith("[iter 1/3]"):
+                frozen.add(pid := _worker_pid(run_dir, "rollout", frozen))
+                os.kill(pid, signal.SIGSTOP)
+            if line.startswith("[iter 2/3]"):
+                frozen.add(pid := _worker_pid(run_dir, "ranker", frozen))
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(10)  # iteration 3's rollout (seconds on the tiny model), then its ranking waits
+                os.kill(pid, signal.SIGKILL)
+        assert job.wait(timeout=900) == 0, "".join(lines[-30:])
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    out = "".join(lines)
+    assert "rollout worker 0 did not answer in time" in out and "ranker worker 0 was lost" in out
+    metrics = _metrics(run_dir)
+    assert [m["iteration"] for m in metrics] == [1, 2, 3]
+    assert metrics[0]["worker_events"] == []
+    assert ["did not answer in time" in e for e in metrics[1]["worker_events"]] == [True]
+    assert ["ranker worker 0 was lost" in e for e in metrics[2]["worker_events"]] == [True]
+    sys.path.insert(0, str(ROOT / "jobs"))
+    from train import prompts_for_iteration
+
+    from configs.schema import load_config
+    from crowdless.data import load_prompt_split
+
+    config = load_config("tiny")
+    train_prompts = load_prompt_split(config.data, config.run.seed)[0]
+    for iteration in (1, 2, 3):
+        groups = [json.loads(line) for line in (run_dir / "samples" / f"iter-{iteration}.jsonl").read_text().splitlines()]
+        expected = [p.prompt for p in prompts_for_iteration(train_prompts, iteration, 4, config.run.seed)]
+        assert [g["prompt"] for g in groups] == expected and all(len(g["answers"]) == 4 for g in groups)
+
+
 def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_path):
     """Checkpoint fault drill, with a learner group of 2 ranks: SIGKILL to the whole job (driver, local
     Ray cluster, workers) the moment iteration 2's checkpoint folder appears, while the learner

@@ -1,0 +1,89 @@
+"""The run directory: never written where it is not a crowdless run, resumed only with the config it
+started with, metrics never logged twice, and the run-time control file read by the typed schema."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
+import scale  # noqa: E402
+import train  # noqa: E402
+
+from cluster.run_dir import MetricsLog, read_control  # noqa: E402
+from configs.schema import dump_config, load_config  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_foreign_folder_is_left_byte_for_byte_unchanged(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    (folder / "checkpoints" / "iter-1").mkdir(parents=True)
+    (folder / "notes.txt").write_text("my notes\n")
+    (folder / "metrics.jsonl").write_text('{"loss": 1}\n')
+    (folder / "checkpoints" / "iter-1" / "weights.bin").write_bytes(b"\x00\x01")
+    before = _snapshot(folder)
+    for extra in ([], ["--resume"]):
+        assert train.main(["--config", "tiny", "--run-dir", str(folder), *extra]) == 2
+        assert "is not empty and holds no crowdless run" in capsys.readouterr().err
+        assert _snapshot(folder) == before
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    assert train.main(["--config", "tiny", "--run-dir", str(file)]) == 2
+    assert "is a file" in capsys.readouterr().err and file.read_text() == "x"
+
+
+def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    recorded = dump_config(load_config("tiny", [f"run.dir={run_dir}"]))
+    (run_dir / "config.yaml").write_text(recorded)
+    code = train.main(["--config", "tiny", "--run-dir", str(run_dir), "--resume", "ppo.lr=0.5",
+                       "rollout.samples_per_prompt=6"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ppo.lr: 0.001 -> 0.5" in err and "rollout.samples_per_prompt: 4 -> 6" in err
+    assert "--force-config" in err and (run_dir / "config.yaml").read_text() == recorded
+
+
+def test_a_resume_before_the_first_checkpoint_logs_no_row_twice(tmp_path):
+    log = MetricsLog(tmp_path, tensorboard=False)
+    log.log(0, {"eval_unseen_chrf": 14.0})  # the baseline, then the job stopped
+    resumed = MetricsLog(tmp_path, tensorboard=False, resume_after=0)  # no complete iteration
+    resumed.log(0, {"eval_unseen_chrf": 14.0})
+    resumed.log(1, {"pairs": 3})
+    again = MetricsLog(tmp_path, tensorboard=False, resume_after=1)  # stopped in iteration 2
+    again.log(2, {"pairs": 4})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["iteration"] for row in rows] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("rollout_workers: 0", "rollout_workers: Input should be greater than or equal to 1"),
+    ("rollout_workers: two", "rollout_workers: Input should be a valid integer"),
+    ("rollout_workers: [1", "not valid YAML"),
+    ("- 3", "expected a mapping"),
+    ("rolout_workers: 2", "rolout_workers: unknown key"),
+])
+def test_a_bad_control_file_is_reported_not_raised(tmp_path, text, problem):
+    (tmp_path / "control.yaml").write_text(text)
+    control, error = read_control(tmp_path)
+    assert control.rollout_workers is None and problem in error and "control.yaml" in error
+
+
+def test_scale_writes_what_the_driver_reads(tmp_path, capsys):
+    assert scale.main([str(tmp_path), "--rollout-workers", "2"]) == 2  # not a run directory
+    (tmp_path / "config.yaml").write_text(dump_config(load_config("tiny")))
+    assert scale.main([str(tmp_path), "--rollout-workers", "3"]) == 0
+    assert read_control(tmp_path)[0].rollout_workers == 3
+    (tmp_path / "control.yaml").write_text("rollout_workers: null\n")
+    assert read_control(tmp_path)[0].rollout_workers is None
+    assert scale.main([str(tmp_path), "--rollout-workers", "0"]) == 2
+    (tmp_path / "control.yaml").write_text("bogus: 1\n")
+    assert scale.main([str(tmp_path), "--rollout-workers", "2"]) == 2 and "bogus" in capsys.readouterr().err
