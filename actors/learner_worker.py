@@ -553,11 +553,11 @@ class LearnerWorker:
         """Mean per-token log pi(answer | prompt) under the policy as it is now (teacher forcing, the
         run's dtype): the evaluation's ref_logprob, for human reference answers (cut at
         eval.max_new_tokens tokens)."""
-        from crowdless.likelihood import mean_token_logprobs
+        from crowdless.likelihood import answer_logprobs
 
         mc = self.config.model
         self.policy.module.eval()
-        return mean_token_logprobs(self.policy.module, self.tokenizer, prompts, answers,
+        return answer_logprobs(self.policy.module, self.tokenizer, prompts, answers,
                                    use_chat_template=mc.use_chat_template, max_prompt_tokens=mc.max_prompt_tokens,
                                    max_answer_tokens=self.config.eval.max_new_tokens,
                                    batch_size=self.config.ppo.minibatch_size)

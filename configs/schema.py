@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from algos.pairs import DEFAULT_ISODATA
 
 CONFIG_DIR = Path(__file__).resolve().parent
+
+
+# What config.yaml and every other dump of a config hold in place of a secret.
+SECRET_MARK = "***"
 
 
 class ConfigError(ValueError):
@@ -251,7 +255,15 @@ class ServeConfig(Section):
     replica_gpus: float = Field(0.0, ge=0.0, description="GPUs per Serve replica.")
     host: str = Field("127.0.0.1", description="HTTP host.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
-    api_key: str | None = Field(None, description="Bearer token; None leaves the API open.")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token clients must send; null: the CROWDLESS_API_KEY environment variable, "
+        "or an open API where that is unset too. Never written out: a run's config.yaml records '***'.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _recorded_key_is_no_key(cls, value):
+        # a config.yaml written by a run holds '***' in the key's place: the key itself lives elsewhere
+        return None if value == SECRET_MARK else value
     max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens a request may ask.")
     max_n: int = Field(8, ge=1, description="Largest n a request may ask.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
@@ -413,5 +425,13 @@ def load_control(path: Path) -> ControlConfig:
         raise ConfigError(_format_errors(exc, str(path)).replace("invalid config", "invalid control file")) from None
 
 
+def config_tree(config: CrowdlessConfig) -> dict[str, Any]:
+    """The config as plain data, secrets masked: what config.yaml records and a resume compares."""
+    tree = config.model_dump(mode="json")
+    if config.serve.api_key is not None:
+        tree["serve"]["api_key"] = SECRET_MARK
+    return tree
+
+
 def dump_config(config: CrowdlessConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(config_tree(config), sort_keys=False)

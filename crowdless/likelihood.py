@@ -1,9 +1,10 @@
 """How likely a model finds given answers: the judge that needs no generation and no ranker.
 
-`mean_token_logprobs` teacher-forces each (prompt, answer) through any Hugging Face causal LM and
-returns the answer's mean per-token log-probability, log pi(answer | prompt) / len(answer). The
-evaluation reads human reference answers this way (`ref_logprob`): the learner with its own
-policy module (the run's dtype), jobs/evaluate.py with a checkpoint loaded from disk.
+`answer_logprobs` teacher-forces each (prompt, answer) through any Hugging Face causal LM and
+returns log pi(answer | prompt), or its mean per token. The evaluation reads human reference
+answers this way (`ref_logprob`): the learner with its own policy module (the run's dtype),
+jobs/evaluate.py with a checkpoint loaded from disk. `ImplicitReward` serves the reward a dpo or
+listwise run trains by, beta * log(pi / pi_ref), from two models loaded from disk.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from crowdless.reward import pad_right
 
 
 @torch.no_grad()
-def mean_token_logprobs(model, tokenizer, prompts: list[str], answers: list[str], *, use_chat_template: bool,
-                        max_prompt_tokens: int, max_answer_tokens: int, batch_size: int = 16) -> list[float]:
-    """[N] mean per-token log-probabilities of the answers given their prompts. An answer is
+def answer_logprobs(model, tokenizer, prompts: list[str], answers: list[str], *, use_chat_template: bool,
+                    max_prompt_tokens: int, max_answer_tokens: int, per_token: bool = True,
+                    batch_size: int = 16) -> list[float]:
+    """[N] log-probabilities of the answers given their prompts, summed over the answer's tokens
+    or (per_token) their mean. An answer is
     tokenised as written, EOS appended where the whole answer fits in max_answer_tokens (a finished
     answer ends there), cut at max_answer_tokens without EOS otherwise. Rows go through in
     batches of similar length, right-padded."""
@@ -36,5 +39,32 @@ def mean_token_logprobs(model, tokenizer, prompts: list[str], answers: list[str]
                                                       reduction="none").view(len(part), -1).cpu()
         for row, i in enumerate(part):
             prompt_length, answer_length = len(rows[i][0]), len(rows[i][1])
-            values[i] = float(logprobs[row, prompt_length - 1:prompt_length - 1 + answer_length].mean())
+            tokens = logprobs[row, prompt_length - 1:prompt_length - 1 + answer_length]
+            values[i] = float(tokens.mean() if per_token else tokens.sum())
     return values
+
+
+class ImplicitReward:
+    """beta * log(pi(answer | prompt) / pi_ref(answer | prompt)) of a policy against its starting
+    model: the reward by which dpo and listwise, which train no reward model, order answers."""
+
+    def __init__(self, policy_path: str, reference_path: str, beta: float, dtype: torch.dtype, *,
+                 use_chat_template: bool, max_prompt_tokens: int, max_answer_tokens: int):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.beta, self.dtype = beta, dtype
+        self.options = dict(use_chat_template=use_chat_template, max_prompt_tokens=max_prompt_tokens,
+                            max_answer_tokens=max_answer_tokens, per_token=False)
+        self.tokenizer = AutoTokenizer.from_pretrained(reference_path)
+        self.reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=dtype).eval()
+        self.load_policy(policy_path)
+
+    def load_policy(self, path: str) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).eval()
+
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]:
+        policy = answer_logprobs(self.policy, self.tokenizer, prompts, answers, **self.options)
+        reference = answer_logprobs(self.reference, self.tokenizer, prompts, answers, **self.options)
+        return [self.beta * (p - r) for p, r in zip(policy, reference)]

@@ -95,10 +95,10 @@ class PolicyLikelihood:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
 
     def __call__(self, prompts: list[str], answers: list[str]) -> list[float]:
-        from crowdless.likelihood import mean_token_logprobs
+        from crowdless.likelihood import answer_logprobs
 
         mc = self.config.model
-        return mean_token_logprobs(self.model, self.tokenizer, prompts, answers,
+        return answer_logprobs(self.model, self.tokenizer, prompts, answers,
                                    use_chat_template=mc.use_chat_template, max_prompt_tokens=mc.max_prompt_tokens,
                                    max_answer_tokens=self.config.eval.max_new_tokens)
 

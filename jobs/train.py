@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import numpy as np  # noqa: E402
 
 from cluster.run_dir import RunDirError  # noqa: E402
-from configs.schema import ConfigError, CrowdlessConfig, dump_config, load_config  # noqa: E402
+from configs.schema import ConfigError, CrowdlessConfig, config_tree, dump_config, load_config  # noqa: E402
 from crowdless.data import DataError, PromptExample, load_prompt_split  # noqa: E402
 from crowdless.models import ModelError, resolve_dtype, resolve_model  # noqa: E402
 from crowdless.ranking import ranking_statistics  # noqa: E402
@@ -180,7 +180,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
     run_dir = Path(config.run.dir).resolve()
     check_run_dir(run_dir)
     if resume and is_run_dir(run_dir) and not force_config:
-        changes = config_changes(run_dir, config.model_dump(mode="json"))
+        changes = config_changes(run_dir, config_tree(config))
         if changes:
             raise ConfigError(f"{run_dir} was started with another config; resuming it changes "
                               + "; ".join(changes) + " (only run.iterations may change: pass --force-config "
@@ -425,7 +425,8 @@ def start_serving(run_dir: Path, config: CrowdlessConfig) -> None:
     """serve.enabled: run the Serve app on this run; its replicas pick up every later checkpoint."""
     from serve.app import start_app
 
-    start_app(str(run_dir), str(run_dir / "config.yaml"), [], config.serve.host, config.serve.port)
+    key = config.serve.api_key.get_secret_value() if config.serve.api_key else None  # config.yaml holds '***'
+    start_app(str(run_dir), str(run_dir / "config.yaml"), [], config.serve.host, config.serve.port, api_key=key)
     print(f"[crowdless] serving {run_dir} at http://{config.serve.host}:{config.serve.port}/v1 "
           "(follows new checkpoints; lives as long as the Ray cluster)", flush=True)
 

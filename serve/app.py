@@ -6,14 +6,22 @@ model and the label-free ranker as services, following a training run's checkpoi
 
 Routes: POST /v1/completions, POST /v1/chat/completions (stream: true -> server-sent events),
 GET /v1/models, POST /v1/rewards, POST /v1/rank, GET /healthz.
+
+Every error answer is {"error": {"message", "type", "param", "code", "request_id"}}; an
+unexpected failure answers 500 with its request id only, and its traceback goes to the server's
+log under that id. The API key (serve.api_key or CROWDLESS_API_KEY) reaches replicas through
+their environment, never through deployment arguments, and is compared in constant time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
+import re
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
-from configs.schema import CrowdlessConfig, load_config
+from configs.schema import CrowdlessConfig, load_config, parse_override
 from serve.schemas import AnswersRequest, ChatCompletionRequest, CompletionRequest, SamplingFields
 
 app = FastAPI(title="crowdless")
@@ -37,25 +45,46 @@ class ApiError(Exception):
         self.status, self.message, self.param, self.kind, self.code = status, message, param, kind, code
 
 
-def error_response(status: int, message: str, param: str | None = None,
+API_KEY_ENV = "CROWDLESS_API_KEY"
+UNION_MEMBER = re.compile(r"^(constrained-\w+|list\[.*\]|str|int|float|bool|none|function-\w+.*)$")
+
+
+def request_id(request: Request) -> str:
+    """One id per request, shared by its error answer and the server log."""
+    if not hasattr(request.state, "request_id"):
+        request.state.request_id = f"req-{uuid.uuid4().hex[:16]}"
+    return request.state.request_id
+
+
+def error_response(request: Request, status: int, message: str, param: str | None = None,
                    kind: str = "invalid_request_error", code: str | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code,
+                      "request_id": request_id(request)}}
     return JSONResponse(status_code=status, content=body)
 
 
 @app.exception_handler(ApiError)
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-    return error_response(error.status, error.message, error.param, error.kind, error.code)
+    return error_response(request, error.status, error.message, error.param, error.kind, error.code)
 
 
 @app.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     first = error.errors()[0]
     if first["type"] == "json_invalid":
-        return error_response(400, f"request body is not valid JSON: {first.get('ctx', {}).get('error', '')}")
-    location = [str(part) for part in first["loc"] if part != "body"]
+        return error_response(request, 400, "request body is not valid JSON")
+    # pydantic names the member of a union it tried ("stop.list[constrained-str].0"): keep field names
+    location = [str(part) for part in first["loc"] if part != "body" and not UNION_MEMBER.match(str(part))]
     param = ".".join(location) or None
-    return error_response(400, f"{param}: {first['msg']}" if param else first["msg"], param)
+    return error_response(request, 400, f"{param}: {first['msg']}" if param else first["msg"], param)
+
+
+@app.exception_handler(Exception)
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    # the traceback may name files and values: it goes to the server log only, under the request id
+    print(f"[crowdless.serve] {request_id(request)} failed:\n{traceback.format_exc()}", flush=True)
+    return error_response(request, 500, "internal server error; the server log has the details under "
+                          "this request_id", kind="server_error")
 
 
 @dataclass
@@ -95,12 +124,13 @@ class CrowdlessServer:
         self.config: CrowdlessConfig = load_config(config, overrides or [])
         self.source = ModelSource.resolve(model)
         self.name = served_name or (self.source.run_dir.name if self.source.run_dir else Path(model).name or model)
-        self.api_key = self.config.serve.api_key or os.environ.get("CROWDLESS_API_KEY")
+        key = self.config.serve.api_key
+        self.api_key = (key.get_secret_value() if key is not None else None) or os.environ.get(API_KEY_ENV)
         self.tokenizer = AutoTokenizer.from_pretrained(self.source.policy)
         self.engine = start_engine(self.source.policy, self.config.model, self.config.rollout, self.config.run.seed,
                                    self.config.serve.max_num_seqs)
         self.embedder = load_embedder(self.config.model.embedding)
-        self.reward = self._load_reward_model(self.source.reward_model)
+        self.reward, self.reward_kind = self._load_reward(self.source)
         self.loaded_at = time.time()
         self._watcher: asyncio.Task | None = None
 
@@ -117,13 +147,35 @@ class CrowdlessServer:
             self.engine.shutdown()
 
     # ---- live updates -----------------------------------------------------------------------
-    def _load_reward_model(self, folder: str | None):
-        if folder is None or not Path(folder).exists():
-            return None
-        from crowdless.reward import RewardScorer
+    def _load_reward(self, source: ModelSource):
+        """(scorer, what it is) for /v1/rewards: the run's reward model where it trained one; for a
+        dpo or listwise run, the policy's implicit reward against its starting model (the config's
+        model.policy); else (None, why there is none)."""
+        from algos.objectives import get_objective
+        from crowdless.models import resolve_dtype, resolve_model
 
         cfg = self.config
-        return RewardScorer(folder, cfg.reward.max_length, cfg.model.use_chat_template, cfg.model.max_prompt_tokens)
+        if source.reward_model is not None and Path(source.reward_model).exists():
+            from crowdless.reward import RewardScorer
+
+            scorer = RewardScorer(source.reward_model, cfg.reward.max_length, cfg.model.use_chat_template,
+                                  cfg.model.max_prompt_tokens)
+            return scorer, "reward_model"
+        if source.run_dir is None:
+            return None, "this server serves a model, not a run: start it on a run directory"
+        if get_objective(cfg.policy.objective).kind != "preference":
+            return None, (f"this run (policy.objective={cfg.policy.objective}, reward.source={cfg.reward.source}) "
+                          "trained no reward model and has no implicit reward; POST /v1/rank ranks answers")
+        import torch
+
+        from crowdless.likelihood import ImplicitReward
+
+        scorer = ImplicitReward(source.policy, resolve_model(cfg.model.policy), cfg.policy.beta,
+                                getattr(torch, resolve_dtype(cfg.model.dtype)),
+                                use_chat_template=cfg.model.use_chat_template,
+                                max_prompt_tokens=cfg.model.max_prompt_tokens,
+                                max_answer_tokens=cfg.rollout.max_new_tokens + 1)
+        return scorer, f"implicit: beta * log(pi / pi_ref), beta {cfg.policy.beta:g} ({cfg.policy.objective})"
 
     async def _follow_run(self) -> None:
         """Poll the run's `latest`; switch weights in place (in-flight requests keep going)."""
@@ -149,28 +201,33 @@ class CrowdlessServer:
             await self.engine.load_weights_file(str(path))
         finally:
             remove_weights_file(path)
-        self.reward = await asyncio.to_thread(self._load_reward_model, str(folder / "reward_model"))
-        self.source = ModelSource(str(folder / "policy"), str(folder / "reward_model"), self.source.run_dir, iteration)
+        source = ModelSource(str(folder / "policy"), str(folder / "reward_model"), self.source.run_dir, iteration)
+        self.reward, self.reward_kind = await asyncio.to_thread(self._load_reward, source)
+        self.source = source
         self.loaded_at = time.time()
         print(f"[crowdless.serve] now serving {self.source.run_dir} iteration {iteration}", flush=True)
 
     # ---- request checks ---------------------------------------------------------------------
     def _authorize(self, request: Request) -> None:
         self._ensure_watcher()
-        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+        sent = request.headers.get("authorization", "").encode()
+        if self.api_key and not hmac.compare_digest(sent, f"Bearer {self.api_key}".encode()):
             raise ApiError(401, "missing or wrong API key (Authorization: Bearer <key>)",
                            kind="authentication_error", code="invalid_api_key")
 
     async def _parse(self, request: Request, schema: type):
         self._authorize(request)
         limit = self.config.serve.max_body_bytes
+        too_large = ApiError(413, f"request body over {limit} bytes (serve.max_body_bytes)")
         if int(request.headers.get("content-length") or 0) > limit:
-            raise ApiError(413, f"request body over {limit} bytes (serve.max_body_bytes)")
-        body = await request.body()
-        if len(body) > limit:
-            raise ApiError(413, f"request body over {limit} bytes (serve.max_body_bytes)")
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():  # a chunked body has no length up front: count as it comes
+            body += chunk
+            if len(body) > limit:
+                raise too_large
         try:
-            data = json.loads(body)
+            data = json.loads(bytes(body))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ApiError(400, f"request body is not valid JSON: {error}") from None
         try:
@@ -239,8 +296,11 @@ class CrowdlessServer:
             async for delta in self.engine.generate(request):
                 content = {"delta": {"content": delta.text}} if chat else {"text": delta.text, "logprobs": None}
                 yield event({"index": delta.index, **content, "finish_reason": delta.finish_reason})
-        except Exception as error:  # the stream has started: report in-band, keep the server up
-            yield "data: " + json.dumps({"error": {"message": str(error), "type": "server_error"}}) + "\n\n"
+        except Exception:  # the stream has started: report in-band, keep the server up
+            ident_error = f"req-{uuid.uuid4().hex[:16]}"
+            print(f"[crowdless.serve] {ident_error} failed mid-stream:\n{traceback.format_exc()}", flush=True)
+            yield "data: " + json.dumps({"error": {"message": "generation failed; the server log has the details",
+                                                   "type": "server_error", "request_id": ident_error}}) + "\n\n"
         yield "data: [DONE]\n\n"
 
     @app.post("/v1/completions")
@@ -270,23 +330,22 @@ class CrowdlessServer:
     async def models(self, request: Request):
         self._authorize(request)
         checkpoint = None
-        if self.source.run_dir:
-            checkpoint = {"run": str(self.source.run_dir), "iteration": self.source.iteration}
+        if self.source.run_dir:  # the run's name, never a path on this server
+            checkpoint = {"run": self.source.run_dir.name, "iteration": self.source.iteration}
         return {"object": "list", "data": [{
             "id": self.name, "object": "model", "created": int(self.loaded_at), "owned_by": "crowdless",
-            "root": self.source.policy, "checkpoint": checkpoint,
+            "root": self.name, "checkpoint": checkpoint,
         }]}
 
     @app.post("/v1/rewards")
     async def rewards(self, request: Request):
         body = await self._parse(request, AnswersRequest)
         if self.reward is None:
-            raise ApiError(404, "no reward model is served: start the server on a run directory", "model",
-                           code="reward_model_not_found")
+            raise ApiError(404, f"no reward to serve: {self.reward_kind}", code="reward_not_found")
         scores = await asyncio.to_thread(self.reward.score, [body.prompt] * len(body.answers), body.answers)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return {"object": "list", "prompt": body.prompt, "scores": scores, "ranking": order,
-                "checkpoint_iteration": self.source.iteration}
+                "reward": self.reward_kind, "checkpoint_iteration": self.source.iteration}
 
     @app.post("/v1/rank")
     async def rank(self, request: Request):
@@ -307,21 +366,28 @@ class CrowdlessServer:
         return {"status": "ok", "model": self.name, "iteration": self.source.iteration}
 
 
-def build_app(args: dict) -> serve.Application:
+def build_app(args: dict, api_key: str | None = None) -> serve.Application:
     """Entry point for `serve run` / `serve deploy` (configs/serve.yaml): args model, config,
-    overrides, served_name. Replicas, autoscaling and resources come from the Serve config."""
+    overrides, served_name. Replicas, autoscaling and resources come from the Serve config.
+    The API key (api_key, a serve.api_key override, or the config's) goes to the replicas in
+    their environment: an override holding it is taken out of the deployment's arguments."""
     unknown = set(args) - {"model", "config", "overrides", "served_name"}
     if unknown or "model" not in args:
         raise ValueError(f"serve args need 'model' and accept config, overrides, served_name; got {sorted(args)}")
-    config = load_config(args.get("config", "default"), args.get("overrides", []))
-    resources = {"num_cpus": config.serve.replica_cpus, "num_gpus": config.serve.replica_gpus}
-    return CrowdlessServer.options(ray_actor_options=resources).bind(
-        args["model"], args.get("config", "default"), args.get("overrides", []), args.get("served_name"))
+    overrides = list(args.get("overrides", []))
+    config = load_config(args.get("config", "default"), overrides)
+    public = [o for o in overrides if parse_override(o)[0] != ["serve", "api_key"]]
+    key = api_key or (config.serve.api_key.get_secret_value() if config.serve.api_key else None)
+    options = {"num_cpus": config.serve.replica_cpus, "num_gpus": config.serve.replica_gpus}
+    if key:
+        options["runtime_env"] = {"env_vars": {API_KEY_ENV: key}}
+    return CrowdlessServer.options(ray_actor_options=options).bind(
+        args["model"], args.get("config", "default"), public, args.get("served_name"))
 
 
 def start_app(model: str, config: str | None, overrides: list[str], host: str, port: int,
-              served_name: str | None = None) -> None:
+              served_name: str | None = None, api_key: str | None = None) -> None:
     """Run the app on Serve (detached: on a long-lived cluster it outlives the caller)."""
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app({"model": model, "config": config, "overrides": overrides, "served_name": served_name}),
-              name="crowdless", route_prefix="/")
+    app_args = {"model": model, "config": config, "overrides": overrides, "served_name": served_name}
+    serve.run(build_app(app_args, api_key), name="crowdless", route_prefix="/")

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Bounds on what one request may carry, beyond the body size: each is refused with a 400 naming
+# the field. OpenAI allows 4 stop sequences; 64 answers is 8 times the default rollout group.
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 256
+MAX_ANSWERS = 64
+MAX_TEXT_CHARS = 16_000
+
+StopText = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 
 
 class Request(BaseModel):
@@ -19,9 +29,16 @@ class SamplingFields(Request):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
-    stop: str | list[str] | None = None
+    stop: StopText | list[StopText] | None = Field(None, description=f"at most {MAX_STOP_SEQUENCES} strings")
     stream: bool = False
     seed: int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, stop):
+        if isinstance(stop, list) and len(stop) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(stop)}")
+        return stop
 
     @property
     def stop_list(self) -> list[str]:
@@ -58,8 +75,8 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class AnswersRequest(Request):
-    prompt: str = Field(min_length=1)
-    answers: list[str] = Field(min_length=1, max_length=256)
+    prompt: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    answers: list[Text] = Field(min_length=1, max_length=MAX_ANSWERS)
 
 
 class ErrorDetail(BaseModel):

@@ -100,3 +100,15 @@ def test_config_objectives_are_the_registry():
     from configs.schema import PolicyConfig
 
     assert set(get_args(PolicyConfig.model_fields["objective"].annotation)) == set(OBJECTIVES)
+
+
+def test_the_api_key_is_a_secret_never_written_out(tmp_path):
+    from configs.schema import dump_config, load_config
+
+    config = load_config("tiny", ["serve.api_key=sekrit-123"])
+    assert config.serve.api_key.get_secret_value() == "sekrit-123"
+    assert "sekrit-123" not in repr(config) and "sekrit-123" not in str(config.model_dump())
+    text = dump_config(config)
+    assert "sekrit-123" not in text and "api_key: '***'" in text
+    (tmp_path / "config.yaml").write_text(text)
+    assert load_config(tmp_path / "config.yaml").serve.api_key is None  # the recorded '***' is no key

@@ -21,6 +21,7 @@ ENV.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
 
 
 EVAL = ("eval.every=1", "eval.agreement_prompts=3")
+SECRET = "sekrit-e2e-key-4711"  # serve.api_key: must reach no file of the run
 
 
 def _train(*args, env=None, timeout=900):
@@ -38,8 +39,10 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     run_dir = tmp_path / "run"
-    out = _train("--config", "tiny", "--run-dir", str(run_dir), *EVAL)
+    out = _train("--config", "tiny", "--run-dir", str(run_dir), *EVAL, f"serve.api_key={SECRET}")
     assert "[iter 2/2]" in out and "done: 2 iterations" in out
+    holding_key = [p for p in run_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert holding_key == [] and "api_key: '***'" in (run_dir / "config.yaml").read_text()
     # the terminal holds the run's own lines; engine and library logs went to RUN_DIR/logs/
     assert out.startswith(f"crowdless: {run_dir} (new run, 2 iterations)")
     assert len(out.splitlines()) < 50 and " INFO " not in out and "pid=" not in out
@@ -93,7 +96,8 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
                              cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert refused.returncode == 2 and "pass --resume" in refused.stderr
 
-    out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3", *EVAL)
+    out = _train("--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=3", *EVAL,
+                 f"serve.api_key={SECRET}")
     assert "resuming" in out and "[iter 3/3]" in out and "[iter 1/3]" not in out
     assert "optimizer state of policy, reward_model, value_model" in out  # exact resume
     assert [m["iteration"] for m in _metrics(run_dir)] == [0, 1, 2, 3]

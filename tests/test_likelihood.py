@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from crowdless.likelihood import mean_token_logprobs
+from crowdless.likelihood import answer_logprobs
 from crowdless.prompts import encode_answer, encode_prompt
 
 pytestmark = pytest.mark.unit
@@ -21,7 +21,7 @@ def test_a_cut_answer_keeps_its_tokens_and_gets_no_eos(tiny_model_dir):
     assert whole == ids + [tokenizer.eos_token_id]
 
 
-def test_mean_token_logprobs_equals_one_row_at_a_time(tiny_model_dir):
+def test_answer_logprobs_equals_one_row_at_a_time(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -29,7 +29,7 @@ def test_mean_token_logprobs_equals_one_row_at_a_time(tiny_model_dir):
     prompts = ["What is the capital of France?", "Hi", "Tell me a long story about a dragon and a knight."]
     answers = ["Paris.", "Hello there, how are you doing today?", "Once"]
     options = dict(use_chat_template=True, max_prompt_tokens=64, max_answer_tokens=8)
-    batched = mean_token_logprobs(model, tokenizer, prompts, answers, batch_size=3, **options)
+    batched = answer_logprobs(model, tokenizer, prompts, answers, batch_size=3, **options)
     for prompt, answer, value in zip(prompts, answers, batched):
         prompt_ids = encode_prompt(tokenizer, prompt, True, 64)
         answer_ids = encode_answer(tokenizer, answer, 8, eos_when_cut=False)
@@ -39,3 +39,27 @@ def test_mean_token_logprobs_equals_one_row_at_a_time(tiny_model_dir):
         expected = sum(logprobs[len(prompt_ids) - 1 + t, token].item() for t, token in enumerate(answer_ids))
         assert value == pytest.approx(expected / len(answer_ids), abs=1e-4)
     assert all(v < 0 for v in batched)
+
+
+def test_sums_and_the_implicit_reward_of_a_policy_against_itself(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from crowdless.likelihood import ImplicitReward
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    options = dict(use_chat_template=True, max_prompt_tokens=64, max_answer_tokens=8)
+    means = answer_logprobs(model, tokenizer, ["Hi"], ["Hello there, how are you doing?"], **options)
+    sums = answer_logprobs(model, tokenizer, ["Hi"], ["Hello there, how are you doing?"], per_token=False, **options)
+    assert sums[0] == pytest.approx(8 * means[0], rel=1e-5)  # cut at 8 tokens, no EOS
+    reward = ImplicitReward(tiny_model_dir, tiny_model_dir, 0.1, torch.float32, **options)
+    assert reward.score(["Hi", "Q"], ["Hello", "A"]) == pytest.approx([0.0, 0.0])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)))
+    model.save_pretrained(tmp_path / "moved")
+    tokenizer.save_pretrained(tmp_path / "moved")
+    reward.load_policy(str(tmp_path / "moved"))
+    expected = 0.1 * (answer_logprobs(model, tokenizer, ["Hi"], ["Hello"], per_token=False, **options)[0]
+                      - answer_logprobs(reward.reference, tokenizer, ["Hi"], ["Hello"], per_token=False, **options)[0])
+    assert reward.score(["Hi"], ["Hello"])[0] == pytest.approx(expected, abs=1e-4) and expected != 0

@@ -82,8 +82,10 @@ def client(server):
 
 def test_models_and_health(server, client):
     [model] = client.models.list().data
-    assert model.id == "run"
-    assert model.checkpoint == {"run": str(server.resolve()), "iteration": 1}
+    assert model.id == "run" and model.root == "run"
+    assert model.checkpoint == {"run": "run", "iteration": 1}
+    status, listing = _request("GET", "/v1/models")
+    assert status == 200 and str(server.parent) not in json.dumps(listing)  # no server path
     assert _request("GET", "/healthz", key=None) == (200, {"status": "ok", "model": "run", "iteration": 1})
 
 
@@ -112,7 +114,7 @@ def test_completion_chat_stream_and_n(client):
 def test_rewards_and_rank(server):
     status, body = _request("POST", "/v1/rewards", {"prompt": "What is 2+2?", "answers": ["4", "five", "fish"]})
     assert status == 200 and len(body["scores"]) == 3 and sorted(body["ranking"]) == [0, 1, 2]
-    assert body["checkpoint_iteration"] == 1
+    assert body["checkpoint_iteration"] == 1 and body["reward"] == "reward_model"
     answers = ["Paris is the capital.", "The capital is Paris.", "I like turtles.", "Paris."]
     status, body = _request("POST", "/v1/rank", {"prompt": "Capital of France?", "answers": answers})
     assert status == 200 and len(body["scores"]) == 4 and body["ranked_answers"]
@@ -132,11 +134,18 @@ def test_rewards_and_rank(server):
     ("/v1/chat/completions", {"model": "run", "messages": [{"role": "robot", "content": "x"}]}, 400,
      "messages.0.role"),
     ("/v1/rank", {"prompt": "q", "answers": "not a list"}, 400, "answers"),
+    ("/v1/completions", {"model": "run", "prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ("/v1/completions", {"model": "run", "prompt": "hi", "stop": ["." * 5000]}, 400, "stop"),
+    ("/v1/chat/completions", {"model": "run", "messages": [{"role": "user", "content": "x"}],
+                              "stop": [str(i) for i in range(5000)]}, 400, "stop"),
+    ("/v1/rank", {"prompt": "q", "answers": ["a"] * 65}, 400, "answers"),
+    ("/v1/rewards", {"prompt": "q", "answers": ["a", "b" * 20000]}, 400, "answers.1"),
 ])
 def test_bad_requests_name_the_field_and_server_keeps_serving(server, client, path, body, status, param):
     got_status, got = _request("POST", path, body)
     assert got_status == status, got
     assert got["error"]["param"] == param and got["error"]["message"]
+    assert got["error"]["request_id"].startswith("req-")
     assert client.completions.create(model="run", prompt="still up", max_tokens=2).choices
 
 
@@ -151,6 +160,37 @@ def test_invalid_json_body_size_seed_and_api_key(server):
     assert status == 401 and body["error"]["type"] == "authentication_error"
     status, _ = _request("GET", "/v1/models", key="wrong")
     assert status == 401
+
+
+def test_a_chunked_body_past_the_limit_gets_413_without_being_read_whole(server, client):
+    """20 MB sent chunked (no Content-Length): the answer is 413 long before the upload could end."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", PORT), timeout=60)
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer " + API_KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk, sent, answer = b"x" * 65536, 0, b""
+    sock.settimeout(0.05)
+    while sent < 20_000_000 and not answer:
+        try:
+            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            sent += len(chunk)
+        except OSError:  # the server answered and closed: it stopped reading
+            break
+        try:
+            answer = sock.recv(65536)
+        except (socket.timeout, BlockingIOError):
+            pass
+    sock.settimeout(60)
+    while b"\r\n\r\n" not in answer:
+        more = sock.recv(65536)
+        if not more:
+            break
+        answer += more
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 20_000_000  # the server did not wait for the whole upload
+    assert client.completions.create(model="run", prompt="still up", max_tokens=2).choices
 
 
 def test_fifty_concurrent_requests(client):
@@ -204,3 +244,23 @@ def _greedy_first_token(policy_dir):
     with torch.no_grad():
         token = model(ids).logits[0, -1].argmax().item()
     return tokenizer.decode([token])
+
+
+@pytest.mark.unit
+def test_the_rewards_route_serves_the_implicit_reward_of_a_preference_run(tiny_model_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from configs.schema import load_config
+    from serve.app import CrowdlessServer, ModelSource
+
+    load_reward = CrowdlessServer.func_or_class._load_reward
+    source = ModelSource(tiny_model_dir, str(tmp_path / "no-reward-model"), tmp_path, 1)
+    dpo = SimpleNamespace(config=load_config("tiny", ["policy.objective=dpo"]))
+    scorer, kind = load_reward(dpo, source)
+    assert kind == "implicit: beta * log(pi / pi_ref), beta 0.1 (dpo)"
+    assert scorer.score(["Q"], ["A"]) == pytest.approx([0.0])  # the policy is its start here
+    grpo = SimpleNamespace(config=load_config("tiny", ["policy.objective=grpo", "reward.source=ranker"]))
+    scorer, why = load_reward(grpo, source)
+    assert scorer is None and "trained no reward model and has no implicit reward" in why
+    scorer, why = load_reward(dpo, ModelSource(tiny_model_dir, None, None, None))
+    assert scorer is None and "start it on a run directory" in why
