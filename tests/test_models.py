@@ -53,3 +53,37 @@ def test_auto_dtype_follows_the_hardware():
     native_bf16 = (torch.cuda.is_bf16_supported() if torch.cuda.is_available()
                    else torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert resolve_dtype("auto") == ("bfloat16" if native_bf16 else "float32")
+
+
+def test_the_embedded_policy_is_the_gguf_files_weights(tmp_path):
+    """Every tensor of the converted SmolLM2 comes from the packaged GGUF: the file's own
+    dequantisation (gguf.quants), rounded to bf16, equals the saved weight bit for bit (q and k
+    are stored permuted for RoPE in GGUF: their values are compared as multisets)."""
+    import gguf
+    import torch
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from crowdless.models import _smollm2_gguf, resolve_model
+
+    saved = load_file(str(Path(resolve_model("embedded:smollm2-135m-instruct")) / "model.safetensors"))
+    names = {"token_embd": "model.embed_tokens", "output_norm": "model.norm"}
+    parts = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "ffn_down": "mlp.down_proj",
+             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "attn_q": "self_attn.q_proj",
+             "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj"}
+    matched = set()
+    for tensor in gguf.GGUFReader(_smollm2_gguf()).tensors:
+        base = tensor.name.removesuffix(".weight")
+        if base.startswith("blk."):
+            _, layer, part = base.split(".")
+            name = f"model.layers.{layer}.{parts[part]}.weight"
+        else:
+            name = f"{names[base]}.weight"
+        values = torch.from_numpy(np.ascontiguousarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type)))
+        expected = values.reshape(saved[name].shape).to(torch.bfloat16)
+        if base.endswith(("attn_q", "attn_k")):
+            assert torch.equal(expected.flatten().sort().values, saved[name].flatten().sort().values), name
+        else:
+            assert torch.equal(expected, saved[name]), name
+        matched.add(name)
+    assert matched == set(saved) - {"lm_head.weight"}  # the head is tied to the embeddings

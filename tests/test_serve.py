@@ -64,13 +64,15 @@ def server(tmp_path_factory, tiny_model_dir):
     _make_run(run_dir, tiny_model_dir, iteration=1)
     overrides = ["model.dtype=float32", f"serve.api_key={API_KEY}", "serve.max_tokens_limit=64",
                  "serve.max_n=4", "serve.poll_seconds=0.5", "rollout.max_model_len=256"]
+    owns_ray = not ray.is_initialized()  # a session fixture's Ray instance is not this module's to stop
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"model": str(run_dir), "config": "tiny", "overrides": overrides}),
               name="crowdless", route_prefix="/")
     yield run_dir
     serve.shutdown()
-    ray.shutdown()
+    if owns_ray:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
