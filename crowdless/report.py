@@ -41,6 +41,19 @@ def _table_markdown(name: str, table: dict[str, dict[str, float]], circular: boo
     return lines
 
 
+def _diversity_line(evaluated: list[dict], set_name: str) -> str | None:
+    """Distinct-1/2 over all of a set's answers (one figure per system, so no interval), first and
+    last evaluation of the run."""
+    keys = (f"eval_{set_name}_distinct_1", f"eval_{set_name}_distinct_2")
+    points = [r for r in evaluated if all(k in r for k in keys)]
+    if len(points) < 2:
+        return None
+    first, last = points[0], points[-1]
+    return (f"Distinct-1 / distinct-2 over the set's answers: iteration {first['iteration']} "
+            f"{first[keys[0]]:.3f} / {first[keys[1]]:.3f}, iteration {last['iteration']} "
+            f"{last[keys[0]]:.3f} / {last[keys[1]]:.3f}.")
+
+
 def _plot_over_iterations(rows: list[dict], path: Path) -> bool:
     import matplotlib
 
@@ -105,11 +118,17 @@ def write_report(out_dir: Path, tables: dict[str, dict[str, dict]], agreement: d
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(
         {"comparisons": tables, "agreement": agreement, "cosine_is_ranker_embedding": circular}, indent=2))
+    rows = []
+    if metrics_path is not None and metrics_path.exists():
+        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    evaluated = [r for r in rows if any(k.startswith("eval_") for k in r)]
     lines = [f"# {title}", ""] + (notes or []) + [""]
     for name, per_set in tables.items():
         lines += [f"## {name} against the baseline", ""]
         for set_name, table in per_set.items():
             lines += [f"### {set_name}: {verdict(table, circular)}", ""] + _table_markdown(name, table, circular) + [""]
+            diversity = _diversity_line(evaluated, set_name)
+            lines += [diversity, ""] if diversity else []
     if agreement:
         lines += ["## Answer order agreement with the reference order", "",
                   f"{agreement['agreement_answers']} sampled answers for each of {agreement['agreement_prompts']} "
@@ -121,9 +140,6 @@ def write_report(out_dir: Path, tables: dict[str, dict[str, dict]], agreement: d
             if f"{who}_full_order" in agreement:
                 lines.append(f"| {who} | {agreement[f'{who}_full_order']:.4f} | {agreement[f'{who}_pairwise']:.4f} |")
         lines.append("")
-    rows = []
-    if metrics_path is not None and metrics_path.exists():
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
     if _plot_over_iterations(rows, out_dir / "metrics_over_iterations.png"):
         lines += ["![held-out metrics over iterations](metrics_over_iterations.png)", ""]
     answer_dir = out_dir / "answers" / "unseen"

@@ -134,10 +134,10 @@ def test_report_writes_tables_and_plots(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("\n".join(json.dumps(row) for row in (
         {"iteration": 0, "eval_unseen_cosine": 0.1, "eval_unseen_chrf": 10.0, "eval_ood_chrf": 9.0,
-         "eval_ood_cosine": 0.3},
+         "eval_ood_cosine": 0.3, "eval_unseen_distinct_1": 0.5, "eval_unseen_distinct_2": 0.75},
         {"iteration": 1, "reward_mean": 0.3},
         {"iteration": 2, "reward_mean": 0.5, "eval_unseen_cosine": 0.2, "eval_unseen_chrf": 11.0,
-         "eval_ood_chrf": 9.5, "eval_ood_cosine": 0.3})))
+         "eval_ood_chrf": 9.5, "eval_ood_cosine": 0.3, "eval_unseen_distinct_1": 0.25, "eval_unseen_distinct_2": 0.5})))
     row = {"baseline": 0.1, "system": 0.2, "difference": 0.1, "low": 0.05, "high": 0.15}
     tables = {"iter-2": {"unseen": {"cosine": row}, "ood": {"cosine": dict(row, low=-0.01)}}}
     agreement_figures = {"agreement_prompts": 2, "agreement_answers": 4, "agreement_random_full": 1 / 24,
@@ -149,6 +149,7 @@ def test_report_writes_tables_and_plots(tmp_path):
             in text)
     assert "### unseen: no change (above: cosine (the ranker's own embedding: not counted alone))" in text
     assert "### ood: no change" in text
+    assert "iteration 0 0.500 / 0.750, iteration 2 0.250 / 0.500." in text
     assert "| reward_model | 0.5000 | 0.7500 |" in text
     for png in ("metrics_over_iterations.png", "answer_lengths.png"):
         assert (tmp_path / png).stat().st_size > 1000 and png in text
