@@ -216,6 +216,39 @@ def test_drills_a_frozen_rollout_worker_and_a_ranker_killed_mid_ranking(tmp_path
         assert [g["prompt"] for g in groups] == expected and all(len(g["answers"]) == 4 for g in groups)
 
 
+def test_scaling_rollout_workers_while_the_job_runs(tmp_path):
+    """jobs/scale.py on a running tiny job: 2 rollout workers from the first iteration it reads the
+    control file at; then a size the cluster has no room for is refused on the iteration line,
+    naming the CPUs missing, and the job goes on with 2."""
+    run_dir = tmp_path / "run"
+    job = subprocess.Popen([sys.executable, "jobs/train.py", "--config", "tiny", "--run-dir", str(run_dir),
+                            "run.iterations=3", "resources.rollout_cpus=0.25"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "config.yaml").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        scaled = subprocess.run([sys.executable, "jobs/scale.py", str(run_dir), "--rollout-workers", "2"], cwd=ROOT,
+                                env=ENV, capture_output=True, text=True)
+        assert scaled.returncode == 0, scaled.stderr
+        for line in job.stdout:
+            lines.append(line)
+            if line.startswith("[iter 1/3]"):
+                (run_dir / "control.yaml").write_text("rollout_workers: 50\n")
+        assert job.wait(timeout=900) == 0, "".join(lines[-30:])
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    metrics = _metrics(run_dir)
+    assert [m["rollout_workers"] for m in metrics] == [2, 2, 2]
+    assert sum(metrics[0]["rollout_prompts_per_worker"]) == 4 and metrics[0]["control_error"] is None
+    # read before iteration 2 or, where the driver got there first, before iteration 3
+    refused = [m["control_error"] for m in metrics[1:] if m["control_error"]]
+    assert refused and "rollout_workers=50 refused" in refused[0] and "CPU" in refused[0]
+    assert "control error: rollout_workers=50 refused" in "".join(lines)
+
+
 def test_a_job_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_path):
     """Checkpoint fault drill, with a learner group of 2 ranks: SIGKILL to the whole job (driver, local
     Ray cluster, workers) the moment iteration 2's checkpoint folder appears, while the learner
