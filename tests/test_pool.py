@@ -134,3 +134,21 @@ def test_a_size_the_cluster_cannot_place_is_refused(ray_local, tmp_path):
         pool.resize(20)
     assert len(pool) == 1 and pool.map("double", [3]) == [6]
     pool.shutdown()
+
+
+def test_a_learner_style_wait_gives_up_at_its_deadline(ray_local):
+    """wait_all (the learner group's wait) raises CallTimedOut naming the calls still running."""
+    import ray
+
+    from cluster.console import CallTimedOut, wait_all
+
+    @ray.remote(num_cpus=0.1)
+    def answer(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    assert wait_all([answer.remote(0), answer.remote(0.5)], timeout_s=30) == [0, 0.5]
+    started = time.perf_counter()
+    with pytest.raises(CallTimedOut) as late:
+        wait_all([answer.remote(0), answer.remote(60)], timeout_s=2)
+    assert late.value.indices == [1] and time.perf_counter() - started < 10
