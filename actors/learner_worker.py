@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +32,7 @@ from algos.objectives import (ObjectiveParams, PolicyLossInputs, PreferenceBatch
                               get_objective, sequence_logprobs)
 from algos.ppo import pairwise_reward_loss
 from actors import node_id, start_worker_process
+from cluster.rendezvous import init_process_group
 from cluster.weight_sync import PortableState, portable_state
 from configs.schema import CrowdlessConfig
 from crowdless.lora import add_lora, merged_state_dict
@@ -45,33 +45,6 @@ from crowdless.records import PreferencePair, RankedGroup, Rollout
 REPLAY_KEEP = 2048  # most recent training pairs remembered for replay
 ZERO_BUCKET_ELEMENTS = 2 * 10**7  # ZeRO reduce / all-gather bucket size
 TRAINING_STATE = "training_state"  # checkpoint folder with optimizer and RNG states, for exact resume
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
-
-
-def free_address() -> tuple[str, int]:
-    """This Ray node's address and a free TCP port: rank 0's rendezvous, picked where rank 0 runs."""
-    import ray
-
-    return ray.util.get_node_ip_address(), free_port()
-
-
-def _init_process_group(use_cuda: bool, rank: int, world_size: int, address: tuple[str, int] | None) -> None:
-    """DeepSpeed needs a process group even for one process: gloo on CPU, nccl on GPU."""
-    import deepspeed
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    host, port = address or ("127.0.0.1", free_port())  # one learner alone: no Ray needed
-    # one GPU per rank: Ray sets CUDA_VISIBLE_DEVICES, so each rank's device is its cuda:0
-    os.environ.update({"MASTER_ADDR": host, "MASTER_PORT": str(port), "RANK": str(rank),
-                       "LOCAL_RANK": "0", "WORLD_SIZE": str(world_size)})
-    deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", verbose=False)
 
 
 def _chunks(n: int, size: int, order: torch.Tensor | None = None):
@@ -109,7 +82,7 @@ class LearnerWorker:
         self.device = torch.device("cuda" if self.use_cuda else "cpu")
         self.dtype = getattr(torch, resolve_dtype(config.model.dtype))
         torch.manual_seed(config.run.seed)
-        _init_process_group(self.use_cuda, rank, world_size, address)
+        init_process_group(self.use_cuda, rank, world_size, address)
 
         self.tokenizer = AutoTokenizer.from_pretrained(policy_path)
         self.pad_id = self.tokenizer.pad_token_id
@@ -244,6 +217,14 @@ class LearnerWorker:
 
     def has_reward_model(self) -> bool:
         return self.reward is not None
+
+    def reward_scorer(self) -> tuple[str, str] | None:
+        """(name, method) of what scores answers as this run's reward, for the held-out order
+        check: a trained reward model's `score`, a preference objective's `implicit_rewards`
+        (beta * log pi / pi_ref), or None where rewards came from the ranker alone."""
+        if self.reward is not None:
+            return "reward_model", "score"
+        return ("implicit_reward", "implicit_rewards") if self.objective.kind == "preference" else None
 
     @torch.no_grad()
     def score(self, prompts: list[str], answers: list[str]) -> list[float]:

@@ -57,7 +57,7 @@ def bench_learner(config, ranks: int, args, repeats: int) -> dict:
     rollouts, groups = make_batch(local.tokenizer, args.prompts, args.answers, args.tokens, config)
     rollouts = with_sampling_logprobs(local, rollouts)
     del local
-    group = LearnerGroup(config, (config, path, path, path, None, None), env={})
+    group = LearnerGroup(config, LearnerWorker, (config, path, path, path, None, None), env={})
     try:
         group.run("train_policy", rollouts, 0, groups)  # warm-up
         calls = iter(range(1, repeats + 1))

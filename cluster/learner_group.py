@@ -1,4 +1,4 @@
-"""LearnerGroup: resources.learner_workers LearnerWorker actors training as one data-parallel group.
+"""LearnerGroup: resources.learner_workers actors of one worker class, one data-parallel group.
 
 The ranks sit in one placement group (a bundle per rank, packed onto as few nodes as fit) and
 form one torch.distributed group: gloo on CPU, NCCL on GPU, with rank 0's address and port
@@ -7,6 +7,10 @@ driver reads one line per step: `run(method, *args)` calls every rank with the s
 in the same order on every rank (the ranks meet in collectives, so order matters), waits for
 all of them and returns rank 0's result; each rank trains on its share of every minibatch
 (actors/learner_worker.py). A rank that fails ends the call at once with an error naming it.
+
+The group hosts any worker class whose constructor takes, after the caller's arguments, the
+keywords `progress` (the ProgressBoard, rank 0 only), `rank`, `world_size` and `address` (rank
+0's rendezvous, cluster/rendezvous.py).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from ray.exceptions import RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cluster.console import CallFailed, CallTimedOut, failure_cause, wait_all, wait_with_progress
+from cluster.calls import CallFailed, CallTimedOut, failure_cause, wait_all, wait_with_progress
+from cluster.rendezvous import free_address
 
 RENDEZVOUS_ATTEMPTS = 3
 
@@ -26,11 +31,9 @@ class LearnerGroupError(RuntimeError):
 
 
 class LearnerGroup:
-    def __init__(self, config, worker_args: tuple, env: dict[str, str], board=None):
-        """worker_args: LearnerWorker's positional arguments up to `replay`; board: the
-        ProgressBoard rank 0 posts its steps to."""
-        from actors.learner_worker import LearnerWorker, free_address
-
+    def __init__(self, config, worker_class: type, worker_args: tuple, env: dict[str, str], board=None):
+        """worker_args: worker_class's own positional arguments; board: the ProgressBoard rank 0
+        posts its steps to."""
         res = config.resources
         self.size = res.learner_workers
         self.board = board
@@ -38,7 +41,7 @@ class LearnerGroup:
         bundle = {"CPU": res.learner_cpus, **({"GPU": res.learner_gpus} if res.learner_gpus else {})}
         self.placement = placement_group([dict(bundle) for _ in range(self.size)], strategy="PACK")
         ray.get(self.placement.ready())
-        remote_class = ray.remote(LearnerWorker)
+        remote_class = ray.remote(worker_class)
         for attempt in range(1, RENDEZVOUS_ATTEMPTS + 1):
             address = None
             if self.size > 1:
@@ -47,7 +50,8 @@ class LearnerGroup:
             self.ranks = [
                 remote_class.options(num_cpus=res.learner_cpus, num_gpus=res.learner_gpus,
                                      runtime_env={"env_vars": env}, scheduling_strategy=self._in_bundle(rank))
-                .remote(*worker_args, board if rank == 0 else None, rank, self.size, address)
+                .remote(*worker_args, progress=board if rank == 0 else None, rank=rank,
+                        world_size=self.size, address=address)
                 for rank in range(self.size)
             ]
             try:

@@ -183,15 +183,20 @@ class WorkerPool:
         return [item for chunk in results for item in chunk]
 
     def broadcast(self, method: str, *args: Any, sticky: bool = False, timeout_s: float | None = None) -> list:
-        """Call method on every worker; sticky calls are replayed on any future replacement. A
-        worker that does not answer within timeout_s (default call_timeout_s) is replaced."""
+        """Call method on every worker at once and wait for all; sticky calls are replayed on any
+        future replacement. A worker lost, or not answering within timeout_s (default
+        call_timeout_s), is replaced and its call made once more."""
         if sticky:
             self._sticky[method] = args
         timeout_s = timeout_s if timeout_s is not None else self.call_timeout_s
+        refs = [getattr(worker, method).remote(*args) for worker in self.workers]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         results = []
-        for index in range(len(self.workers)):
+        for index, ref in enumerate(refs):
             try:
-                results.append(ray.get(getattr(self.workers[index], method).remote(*args), timeout=timeout_s))
+                if ref not in ready:
+                    raise ray.exceptions.GetTimeoutError(f"{method} passed {timeout_s:g}s")
+                results.append(ray.get(ref))
             except (*WORKER_LOST, ray.exceptions.GetTimeoutError) as error:
                 lost = not isinstance(error, ray.exceptions.GetTimeoutError)
                 self._replace(index, error, "was lost" if lost else "did not answer in time")

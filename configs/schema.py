@@ -162,9 +162,9 @@ class RewardConfig(Section):
 
 
 class PolicyConfig(Section):
-    objective: Literal["ppo", "grpo", "rloo", "reinforce_pp", "dpo", "listwise"] = Field(
-        "ppo", description="Policy objective (algos/objectives.py): ppo (the paper's, with a value "
-        "model), grpo / rloo / reinforce_pp (critic-free), dpo (this iteration's ranked pairs) or "
+    objective: str = Field(
+        "ppo", description="Policy objective, a name registered in algos/objectives.py: ppo (the "
+        "paper's, with a value model), grpo / rloo / reinforce_pp (critic-free), dpo (this iteration's ranked pairs) or "
         "listwise (Plackett-Luce over each prompt's ranked distinct answers). The ppo.* keys set "
         "lr, clip, KL and minibatch for all of them.")
     beta: float = Field(0.1, gt=0.0, description="dpo / listwise: beta of the implicit reward "
@@ -173,6 +173,15 @@ class PolicyConfig(Section):
         "group", description="grpo: what divides each answer's reward minus its group's mean: the "
         "group's std (DeepSeekMath), one std over the batch (groups the reward barely tells apart "
         "keep small advantages), or none (Dr. GRPO).")
+
+    @field_validator("objective")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from algos.objectives import OBJECTIVES
+
+        if name not in OBJECTIVES:
+            raise ValueError(f"unknown objective {name!r}; registered: {', '.join(sorted(OBJECTIVES))}")
+        return name
 
 
 class PPOConfig(Section):

@@ -84,7 +84,7 @@ def check_resources(config: CrowdlessConfig, available: dict) -> None:
 def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path | None, env: dict[str, str]):
     import ray
 
-    from actors.learner_worker import load_replay
+    from actors.learner_worker import LearnerWorker, load_replay
     from actors.ranker_worker import RankerWorker
     from actors.rollout_worker import RolloutWorker
     from cluster.console import ProgressBoard
@@ -104,8 +104,8 @@ def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path |
             value_path = str(resume_from / "value_model")
         replay = load_replay(resume_from / "replay.jsonl")
     board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
-    learner = LearnerGroup(config, (config, policy_path, reference_path, reward_path, value_path, replay),
-                           env, board)
+    learner = LearnerGroup(config, LearnerWorker,
+                           (config, policy_path, reference_path, reward_path, value_path, replay), env, board)
     rollouts = WorkerPool(RolloutWorker, (policy_path, config.model, config.rollout, config.run.seed),
                           config.rollout.num_workers, num_cpus=res.rollout_cpus, num_gpus=res.rollout_gpus,
                           max_replacements=res.max_worker_restarts, name="rollout", env=env,
@@ -356,7 +356,6 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
     """The final policy against the starting one on every evaluation set, and how well the reward
     model (or the policy's implicit reward) and the ranker order sampled answers the way their
     similarity to the references does."""
-    from algos.objectives import get_objective
     from crowdless.evaluation import ORDERERS, format_sets_table, verdict_line
 
     tables = evaluation.compare("iter-0", f"iter-{total}")
@@ -368,10 +367,10 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
 
             ranker_embedder = load_embedder(config.model.embedding)
         scorers = {}
-        if learner.run("has_reward_model"):
-            scorers["reward_model"] = lambda prompts, answers: learner.run("score", prompts, answers)
-        elif get_objective(config.policy.objective).kind == "preference":
-            scorers["implicit_reward"] = lambda prompts, answers: learner.run("implicit_rewards", prompts, answers)
+        scorer = learner.run("reward_scorer")
+        if scorer is not None:
+            name, method = scorer
+            scorers[name] = lambda prompts, answers: learner.run(method, prompts, answers)
         agreement = evaluation.agreement(generate, scorers, ranker_embedder)
     report = write_report(evaluation.out_dir, {f"iter-{total}": tables}, agreement,
                           Path(evaluation.out_dir).parent / "metrics.jsonl", circular=evaluation.circular)
@@ -472,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a worker or engine failed: its cause here, the whole story in logs/
-        from cluster.console import failure_cause
+        from cluster.calls import failure_cause
 
         logs = Path(config.run.dir if config else "runs") / "logs"
         logs.mkdir(parents=True, exist_ok=True)

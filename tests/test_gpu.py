@@ -94,8 +94,8 @@ def test_two_ranks_over_nccl_match_one(ray_local, tmp_path, tiny_model_dir):
     single = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     expected = single.train_policy(rollouts, 1, groups)
     group_config = load_config("tiny", overrides + ["resources.learner_workers=2"])
-    group = LearnerGroup(group_config, (group_config, tiny_model_dir, tiny_model_dir, tiny_model_dir, None, None),
-                         env={})
+    group = LearnerGroup(group_config, LearnerWorker,
+                         (group_config, tiny_model_dir, tiny_model_dir, tiny_model_dir, None, None), env={})
     try:
         got = group.run("train_policy", rollouts, 1, groups)
     finally:

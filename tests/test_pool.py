@@ -140,7 +140,7 @@ def test_a_learner_style_wait_gives_up_at_its_deadline(ray_local):
     """wait_all (the learner group's wait) raises CallTimedOut naming the calls still running."""
     import ray
 
-    from cluster.console import CallTimedOut, wait_all
+    from cluster.calls import CallTimedOut, wait_all
 
     @ray.remote(num_cpus=0.1)
     def answer(seconds):

@@ -504,7 +504,7 @@ def test_two_learner_ranks_take_the_step_one_learner_takes(ray_local, tmp_path, 
     single = LearnerWorker(config, *args)
     expected = {**single.train_reward(pairs, 1), **single.train_policy(rollouts, 1, groups)}
     single.save_checkpoint(str(tmp_path / "single"))
-    group = LearnerGroup(group_config, (group_config, *args, None, None), env={})
+    group = LearnerGroup(group_config, LearnerWorker, (group_config, *args, None, None), env={})
     try:
         assert len(group.nodes) == 2
         got = {**group.run("train_reward", pairs, 1), **group.run("train_policy", rollouts, 1, groups)}
@@ -526,8 +526,8 @@ def test_two_learner_ranks_take_the_step_one_learner_takes(ray_local, tmp_path, 
     assert (tmp_path / "group" / "training_state" / "rng-rank1.pt").exists()
 
     folder = str(tmp_path / "group")
-    resumed = LearnerGroup(group_config, (group_config, f"{folder}/policy", tiny_model_dir, f"{folder}/reward_model",
-                                          f"{folder}/value_model", None), env={})
+    resumed = LearnerGroup(group_config, LearnerWorker, (group_config, f"{folder}/policy", tiny_model_dir,
+                                                         f"{folder}/reward_model", f"{folder}/value_model", None), env={})
     try:
         assert resumed.run("load_training_state", folder) == ["policy", "reward_model", "value_model"]
         ray_local.kill(resumed.ranks[1])  # a rank dies: the next call ends at once, naming it
