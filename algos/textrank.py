@@ -3,9 +3,9 @@
     S(i) = (1 - d) / N + d * sum_j  w_ji / (sum_k w_jk) * S(j)
 
 The paper writes the teleport term as (1 - d); dividing by N only rescales the
-fixed point (scores here sum to 1, the convention of `networkx.pagerank`), so
-the ranking is the same. A node whose similarities are all zero has no
-outgoing weight; its score is spread uniformly, as networkx does (choice).
+fixed point (scores here sum to 1, as `networkx.pagerank` gives them), so the
+ranking is the same. A node whose similarities are all zero has no outgoing
+weight; networkx spreads its score uniformly.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ def similarity_graph(embeddings: np.ndarray) -> np.ndarray:
 def textrank(
     similarity: np.ndarray, damping: float = 0.85, tol: float = 1e-6, max_iter: int = 1000
 ) -> np.ndarray:
-    """Weighted PageRank scores [N] (summing to 1) of a symmetric similarity matrix [N, N].
+    """Weighted PageRank scores [N] (summing to 1) of a symmetric similarity matrix [N, N], by
+    `networkx.pagerank` (power iteration until the L1 change falls below N * tol, or max_iter)."""
+    import networkx as nx
 
-    Power iteration stops when the L1 change falls below N * tol (networkx's rule)
-    or after max_iter sweeps.
-    """
     w = np.asarray(similarity, dtype=np.float64)
     if w.ndim != 2 or w.shape[0] != w.shape[1]:
         raise ValueError(f"similarity must be a square matrix, got shape {w.shape}")
@@ -39,15 +38,5 @@ def textrank(
     n = w.shape[0]
     if n == 0:
         return np.zeros(0)
-    out_weight = w.sum(axis=1)
-    dangling = out_weight == 0
-    # transition[j, i]: share of node j's score that flows to node i.
-    transition = np.divide(w, out_weight[:, None], out=np.zeros_like(w), where=~dangling[:, None])
-    scores = np.full(n, 1.0 / n)
-    for _ in range(max_iter):
-        previous = scores
-        dangling_mass = previous[dangling].sum()
-        scores = damping * (previous @ transition + dangling_mass / n) + (1.0 - damping) / n
-        if np.abs(scores - previous).sum() < n * tol:
-            break
-    return scores
+    scores = nx.pagerank(nx.from_numpy_array(w), alpha=damping, tol=tol, max_iter=max_iter, weight="weight")
+    return np.array([scores[node] for node in range(n)])
