@@ -410,7 +410,7 @@ class LearnerWorker:
         """One policy phase with the configured objective. rollouts: every sampled answer, in the
         order of `groups` (the ranker's output for the same prompts, answers in sampling order)."""
         if self.objective.kind == "preference":
-            metrics = self._train_preference(groups, iteration)
+            metrics = self._train_preference(groups, iteration, rollouts)
         else:
             metrics = self._train_policy_gradient(rollouts, groups, iteration)
         return {**metrics, **self._policy_weights_moved()}
@@ -498,21 +498,33 @@ class LearnerWorker:
             return [[(p.prompt, p.chosen), (p.prompt, p.rejected)] for g in groups for p in g.pairs]
         return [[(g.prompt, g.answers[i]) for i in g.ranked] for g in groups if len(g.ranked) >= 2]
 
-    def _as_rollouts(self, rows: list[tuple[str, str]]) -> list[Rollout]:
-        """(prompt, answer) texts as token rows (noised negatives have no sampled tokens)."""
+    def _as_rollouts(self, rows: list[tuple[str, str]], sampled: dict | None = None) -> list[Rollout]:
+        """(prompt, answer) texts as token rows: the sampled Rollout where `sampled` (keyed by
+        (prompt, answer text)) holds one, else the text tokenised (policy.answer_tokens says
+        whether a cut one ends with EOS). Noised negatives were never sampled."""
         mc = self.config.model
         answer_tokens = self.config.rollout.max_new_tokens + 1
-        return [Rollout(prompt, encode_prompt(self.tokenizer, prompt, mc.use_chat_template, mc.max_prompt_tokens),
-                        encode_answer(self.tokenizer, answer, answer_tokens), answer, [], True)
+        sampled = sampled or {}
+        eos_when_cut = self.config.policy.answer_tokens == "retokenized"
+        return [sampled.get((prompt, answer)) or Rollout(
+                    prompt, encode_prompt(self.tokenizer, prompt, mc.use_chat_template, mc.max_prompt_tokens),
+                    encode_answer(self.tokenizer, answer, answer_tokens, eos_when_cut), answer, [], True)
                 for prompt, answer in rows]
 
+    def _sampled_rows(self, rollouts: list[Rollout]) -> dict[tuple[str, str], Rollout]:
+        """The rollouts by (prompt, answer text), where the learner trains on sampled tokens."""
+        if self.config.policy.answer_tokens != "sampled":
+            return {}
+        return {(r.prompt, r.response_text): r for r in rollouts}
+
     @torch.no_grad()
-    def _sequence_logprobs(self, model, rows: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    def _sequence_logprobs(self, model, rows: list[tuple[str, str]],
+                           sampled: dict | None = None) -> dict[tuple[str, str], float]:
         """log pi(answer | prompt) of each distinct row, each computed once: an answer sits in
         several pairs (a default iteration's 416 pair rows hold about 176 distinct ones). Rows go
         through in minibatches of similar length, so that little of each is padding."""
         distinct = list(dict.fromkeys(rows))
-        rollouts = self._as_rollouts(distinct)
+        rollouts = self._as_rollouts(distinct, sampled)
         batch = self._ppo_batch(rollouts)
         by_length = torch.tensor(sorted(range(len(distinct)),
                                         key=lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].response_ids)))
@@ -543,11 +555,13 @@ class LearnerWorker:
                                    max_answer_tokens=self.config.eval.max_new_tokens,
                                    batch_size=self.config.ppo.minibatch_size)
 
-    def _train_preference(self, groups: list[RankedGroup], iteration: int) -> dict[str, float]:
+    def _train_preference(self, groups: list[RankedGroup], iteration: int,
+                          rollouts: list[Rollout]) -> dict[str, float]:
         """dpo / listwise: sequence log-probs of ranked answers under the policy and the reference."""
         cfg, objective, params = self.config.ppo, self.objective, self._objective_params()
         start = time.perf_counter()
         items = self._preference_items(groups)
+        sampled = self._sampled_rows(rollouts)
         if not items:
             return {"policy_loss": float("nan"), "preference_items": 0}
         rng = self._rng(iteration, phase=2)
@@ -558,15 +572,14 @@ class LearnerWorker:
         shares = [self._my_share(whole_step) for whole_step in steps]
         # the frozen reference's log-probs once per phase, each distinct row once
         reference = self._sequence_logprobs(self.reference, [row for chosen, _ in shares for i in chosen
-                                                             for row in items[i]])
+                                                             for row in items[i]], sampled)
         self.policy.module.train()
         tokens = 0
         for step, (whole_step, (chosen, real)) in enumerate(zip(steps, shares)):
             chunk = [items[i] for i in chosen]
             width = max(map(len, chunk))
             rows = [row for item in chunk for row in item]
-            rollouts = self._as_rollouts(rows)
-            batch = self._ppo_batch(rollouts)
+            batch = self._ppo_batch(self._as_rollouts(rows, sampled))
             ref = torch.tensor([reference[row] for row in rows])
             logps = sequence_logprobs(self._response_logprobs(self.policy, batch, torch.arange(len(rows))),
                                       batch["mask"])
@@ -591,6 +604,9 @@ class LearnerWorker:
         summary = self._merged_means(step_metrics, len(steps))
         summary.update({"policy_loss": summary.get(f"{objective.name}_loss", float("nan")),
                         "preference_items": len(items), "policy_tokens_per_second": tokens / seconds})
+        if sampled:  # the share of trained answers that are sampled token rows (the rest: noised)
+            rows = {row for item in items for row in item}
+            summary["preference_rows_sampled"] = sum(row in sampled for row in rows) / len(rows)
         return summary
 
     # ---- weights out ----------------------------------------------------------------------

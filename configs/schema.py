@@ -174,6 +174,13 @@ class PolicyConfig(Section):
         "group's std (DeepSeekMath), one std over the batch (groups the reward barely tells apart "
         "keep small advantages), or none (Dr. GRPO).")
 
+    answer_tokens: Literal["retokenized", "sampled"] = Field(
+        "retokenized", description="dpo / listwise: the token rows of the answers they train on. "
+        "retokenized: each answer's text tokenised again and ended with EOS, an answer cut at "
+        "rollout.max_new_tokens too (taught as if finished); sampled: the token ids the rollout "
+        "engine sampled, a cut answer without EOS (noised negatives, never sampled, are tokenised "
+        "and end with EOS only where they are shorter than the cap).")
+
     @field_validator("objective")
     @classmethod
     def _registered(cls, name: str) -> str:

@@ -143,6 +143,38 @@ def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_mode
     assert distance(states["engine"], states["recompute"]) < 0.01 * update
 
 
+@pytest.mark.parametrize("answer_tokens", ["sampled", "retokenized"])
+def test_preference_rows_are_the_sampled_tokens_and_a_cut_answer_has_no_eos(
+        answer_tokens, tmp_path, tiny_model_dir, embedder):
+    """policy.answer_tokens=sampled: dpo trains on the token ids the engine sampled, so an answer
+    cut at the cap ends without EOS; retokenized (the old rule) ends every answer with EOS."""
+    from actors.learner_worker import LearnerWorker
+
+    config = load_config("tiny", [f"run.dir={tmp_path}", "policy.objective=dpo", "reward.source=ranker",
+                                  f"policy.answer_tokens={answer_tokens}"])
+    learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
+    rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
+    sampled = {(r.prompt, r.response_text): r for r in rollouts}
+    trained = []
+    batch = learner._ppo_batch
+    learner._ppo_batch = lambda rows: trained.extend(rows) or batch(rows)
+    metrics = learner.train_policy(rollouts, 1, groups)
+
+    eos = learner.tokenizer.eos_token_id
+    cut = [row for row in trained if (row.prompt, row.response_text) in sampled
+           and not sampled[(row.prompt, row.response_text)].finished]
+    assert cut, "the tiny model's answers should reach the cap"
+    if answer_tokens == "sampled":
+        assert metrics["preference_rows_sampled"] > 0.5
+        for row in trained:
+            if (row.prompt, row.response_text) in sampled:
+                assert row.response_ids == sampled[(row.prompt, row.response_text)].response_ids
+        assert all(row.response_ids[-1] != eos for row in cut)
+    else:
+        assert "preference_rows_sampled" not in metrics
+        assert all(row.response_ids[-1] == eos for row in cut)
+
+
 def _recorded(function, log: list, entry=lambda output: 1):
     """function, appending entry(its output) to `log` on every call (default 1: a call count)."""
     def recorded(*args, **kwargs):
