@@ -1,4 +1,5 @@
-"""LearnerWorker: trains the reward model on preference pairs, then the policy with PPO, on DeepSpeed.
+"""LearnerWorker: trains the policy with policy.objective on DeepSpeed (and, for the objectives
+that use one, the reward model on the ranked pairs first).
 
 One worker is one rank of a learner group (cluster/learner_group.py): every rank gets the same
 calls with the same whole batch, in the same order, computes the batch statistics, and trains on

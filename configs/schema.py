@@ -163,7 +163,7 @@ class RewardConfig(Section):
 
 class PolicyConfig(Section):
     objective: str = Field(
-        "ppo", description="Policy objective, a name registered in algos/objectives.py: ppo (the "
+        "dpo", description="Policy objective, a name registered in algos/objectives.py: ppo (the "
         "paper's, with a value model), grpo / rloo / reinforce_pp (critic-free), dpo (this iteration's ranked pairs) or "
         "listwise (Plackett-Luce over each prompt's ranked distinct answers). The ppo.* keys set "
         "lr, clip, KL and minibatch for all of them.")

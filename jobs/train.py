@@ -1,4 +1,8 @@
-"""The crowdless training job: rollout -> rank -> reward model -> PPO -> weight sync, repeated.
+"""The crowdless training job: rollout -> rank -> policy update -> weight sync, repeated.
+
+The update is policy.objective: online DPO on the ranked pairs by default, listwise, or a
+policy-gradient objective (ppo, the paper's, after a reward model trained on the pairs; grpo,
+rloo, reinforce_pp), always with a KL term to the frozen starting policy.
 
     python jobs/train.py --config configs/tiny.yaml [--run-dir DIR] [--resume] [key.sub=value ...]
     ray job submit --working-dir . -- python jobs/train.py --config configs/default.yaml
