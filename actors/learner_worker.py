@@ -101,7 +101,7 @@ class LearnerWorker:
         self.share_prefix = not config.learner.gradient_checkpointing
         if config.learner.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
-        self.policy = self._engine(policy, config.ppo.lr, config.ppo.minibatch_size)
+        self.policy = self._engine(policy, config.policy.lr, config.policy.minibatch_size)
         self.reference = AutoModelForCausalLM.from_pretrained(reference_path, dtype=self.dtype,
                                                               attn_implementation=self.attention)
         # Until the policy's first step it is the reference (a run's first iteration): the
@@ -117,7 +117,7 @@ class LearnerWorker:
         self.value = None
         if value_path is not None and self.objective.uses_value_model:
             self.value = self._engine(self._scalar_model(value_path), config.ppo.value_lr,
-                                      config.ppo.minibatch_size)
+                                      config.policy.minibatch_size)
         self.replay: list[PreferencePair] = list(replay or [])
         self.progress = progress
 
@@ -302,7 +302,7 @@ class LearnerWorker:
             "rm_pairs_per_second": len(train) * cfg.epochs / train_seconds if train else 0.0,
         }
 
-    # ---- PPO --------------------------------------------------------------------------------
+    # ---- the policy: value model (ppo), token batches, policy-gradient and preference phases ---
     def _ensure_value_model(self) -> None:
         if self.value is not None:
             return
@@ -312,9 +312,9 @@ class LearnerWorker:
             model.load_state_dict(self._full_state_dict(self.reward))  # copies into fp32 params
         else:
             model = self._scalar_model(self.policy_path)
-        self.value = self._engine(model, cfg.value_lr, cfg.minibatch_size)
+        self.value = self._engine(model, cfg.value_lr, self.config.policy.minibatch_size)
 
-    def _ppo_batch(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
+    def _token_batch(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
         """Prompt + response rows, and where each response token sits: index [B, T] into the
         [B, L-1] grid of next-token log-probs, with mask [B, T] (1 = real response token)."""
         ids, attention = pad_right([r.prompt_ids + r.response_ids for r in rollouts], self.pad_id)
@@ -373,7 +373,7 @@ class LearnerWorker:
         reference's, while the policy has not moved from it."""
         self.policy.module.eval()
         parts = {"old_logprobs": [], "ref_logprobs": [], "old_values": []}
-        for rows in _chunks(len(batch["ids"]), self.config.ppo.minibatch_size):
+        for rows in _chunks(len(batch["ids"]), self.config.policy.minibatch_size):
             if engine_logprobs is None:
                 parts["old_logprobs"].append(self._response_logprobs(self.policy.module, batch, rows))
             if not self.policy_is_reference:
@@ -389,11 +389,11 @@ class LearnerWorker:
         return stats
 
     def _objective_params(self) -> ObjectiveParams:
-        cfg = self.config.ppo
-        return ObjectiveParams(kl_coef=cfg.kl_coef, kl_mode=cfg.kl_mode, gamma=cfg.gamma, lam=cfg.lam,
-                               clip_ratio=cfg.clip_ratio, value_clip=cfg.value_clip,
-                               whiten=cfg.whiten_advantages, beta=self.config.policy.beta,
-                               scale=self.config.policy.scale_rewards)
+        policy, ppo = self.config.policy, self.config.ppo
+        return ObjectiveParams(kl_coef=policy.kl_coef, kl_mode=ppo.kl_mode, gamma=policy.gamma,
+                               lam=ppo.lam, clip_ratio=policy.clip_ratio, value_clip=ppo.value_clip,
+                               whiten=policy.whiten_advantages, beta=policy.beta,
+                               scale=policy.scale_rewards)
 
     def _sequence_scores(self, rollouts: list[Rollout], groups: list[RankedGroup]) -> torch.Tensor:
         """Rewards [B]: the reward model's scores, or (reward.source=ranker) each answer's TextRank
@@ -435,11 +435,11 @@ class LearnerWorker:
     def _train_policy_gradient(self, rollouts: list[Rollout], groups: list[RankedGroup],
                                iteration: int) -> dict[str, float]:
         """Scores, advantages from the objective, clipped updates; a critic where it has one."""
-        cfg, objective, params = self.config.ppo, self.objective, self._objective_params()
+        cfg, objective, params = self.config.policy, self.objective, self._objective_params()
         start = time.perf_counter()
         if objective.uses_value_model:
             self._ensure_value_model()
-        batch = self._ppo_batch(rollouts)
+        batch = self._token_batch(rollouts)
         mask = batch["mask"]
         engine_logprobs = _pad_floats([r.logprobs for r in rollouts], mask.shape[1])
         has_engine_logprobs = all(len(r.logprobs) == len(r.response_ids) for r in rollouts)
@@ -476,7 +476,7 @@ class LearnerWorker:
                 new_values = self._response_values(self.value.module, batch, rows)
                 v_loss, value_metrics = objective.value_loss(new_values, stats["old_values"][rows],
                                                              returns[rows], mask[rows], params)
-                self.value.backward((cfg.vf_coef * v_loss * weight).to(self.device))
+                self.value.backward((self.config.ppo.vf_coef * v_loss * weight).to(self.device))
                 self.value.step()
                 step_loss_metrics = {**step_loss_metrics, **value_metrics}
             share = tokens / whole
@@ -526,11 +526,11 @@ class LearnerWorker:
         through in minibatches of similar length, so that little of each is padding."""
         distinct = list(dict.fromkeys(rows))
         rollouts = self._as_rollouts(distinct, sampled)
-        batch = self._ppo_batch(rollouts)
+        batch = self._token_batch(rollouts)
         by_length = torch.tensor(sorted(range(len(distinct)),
                                         key=lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].response_ids)))
         values = torch.empty(len(distinct))
-        for part in _chunks(len(distinct), self.config.ppo.minibatch_size, by_length):
+        for part in _chunks(len(distinct), self.config.policy.minibatch_size, by_length):
             values[part] = sequence_logprobs(self._response_logprobs(model, batch, part), batch["mask"][part])
         return dict(zip(distinct, values.tolist()))
 
@@ -554,12 +554,12 @@ class LearnerWorker:
         return answer_logprobs(self.policy.module, self.tokenizer, prompts, answers,
                                    use_chat_template=mc.use_chat_template, max_prompt_tokens=mc.max_prompt_tokens,
                                    max_answer_tokens=self.config.eval.max_new_tokens,
-                                   batch_size=self.config.ppo.minibatch_size)
+                                   batch_size=self.config.policy.minibatch_size)
 
     def _train_preference(self, groups: list[RankedGroup], iteration: int,
                           rollouts: list[Rollout]) -> dict[str, float]:
         """dpo / listwise: sequence log-probs of ranked answers under the policy and the reference."""
-        cfg, objective, params = self.config.ppo, self.objective, self._objective_params()
+        cfg, objective, params = self.config.policy, self.objective, self._objective_params()
         start = time.perf_counter()
         items = self._preference_items(groups)
         sampled = self._sampled_rows(rollouts)
@@ -580,7 +580,7 @@ class LearnerWorker:
             chunk = [items[i] for i in chosen]
             width = max(map(len, chunk))
             rows = [row for item in chunk for row in item]
-            batch = self._ppo_batch(self._as_rollouts(rows, sampled))
+            batch = self._token_batch(self._as_rollouts(rows, sampled))
             ref = torch.tensor([reference[row] for row in rows])
             logps = sequence_logprobs(self._response_logprobs(self.policy, batch, torch.arange(len(rows))),
                                       batch["mask"])

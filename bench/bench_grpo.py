@@ -36,7 +36,7 @@ def bench_crowdless(args) -> list[dict]:
     run_dir = Path(tempfile.mkdtemp(prefix="crowdless-grpo-")) / "run"
     overrides = [f"run.iterations={args.steps}", "eval.every=0", "policy.objective=grpo", "reward.source=ranker",
                  f"rollout.prompts_per_iteration={args.prompts}", f"rollout.samples_per_prompt={args.answers}",
-                 f"rollout.max_new_tokens={args.tokens}", "ppo.kl_coef=0.05", "ppo.lr=3e-6",
+                 f"rollout.max_new_tokens={args.tokens}", "policy.kl_coef=0.05", "policy.lr=3e-6",
                  f"model.dtype={args.dtype}"]
     subprocess.run([sys.executable, "jobs/train.py", "--config", "default", "--run-dir", str(run_dir), *overrides],
                    cwd=ROOT, check=True)

@@ -8,7 +8,7 @@ the machine's auto dtype): the same rollouts and ranker groups for every objecti
 phase, then the fastest of --repeats phases, beside the phase's arithmetic floor (its
 unavoidable FLOPs over this machine's measured matrix-product rate). ppo trains its value model
 too and scores with a reward model; the other policy-gradient objectives take the ranker's scores
-(reward.source=ranker). Each of those runs with ppo.old_logprobs=engine (the rollouts carry the
+(reward.source=ranker). Each of those runs with policy.old_logprobs=engine (the rollouts carry the
 sampling policy's log-probs, computed once here as the engine would return them) and =recompute
 (the learner repeats that forward pass). dpo trains on the config's pairs of the ranked answers
 (every answer kept: 8 answers, interval 4 and 25% noised twins give 13 pairs per prompt, about
@@ -64,7 +64,7 @@ def with_sampling_logprobs(learner, rollouts):
 
     import torch
 
-    batch = learner._ppo_batch(rollouts)
+    batch = learner._token_batch(rollouts)
     with torch.no_grad():  # in the learner's minibatches: [rows, T, vocab] logits at once can fill a GPU
         logprobs = learner._rollout_statistics(batch, None)["old_logprobs"]
     return [dataclasses.replace(r, logprobs=logprobs[i, :len(r.response_ids)].tolist())
@@ -107,7 +107,7 @@ def floor_flops(learner, rows, config) -> float:
     parameters = sum(p.numel() for p in learner.policy.module.parameters())
     tokens = sum(len(r.prompt_ids) + len(r.response_ids) for r in rows)
     per_epoch = 4 if config.learner.lora_rank else 6
-    return tokens * parameters * (2 + per_epoch * config.ppo.epochs)
+    return tokens * parameters * (2 + per_epoch * config.policy.epochs)
 
 
 def bench_objective(objective: str, old_logprobs: str, args) -> dict:
@@ -119,7 +119,7 @@ def bench_objective(objective: str, old_logprobs: str, args) -> dict:
     workload = {"rollout.prompts_per_iteration": args.prompts, "rollout.samples_per_prompt": args.answers,
                 "rollout.max_new_tokens": args.tokens}
     config = load_config(args.config, [f"policy.objective={objective}", f"reward.source={source}",
-                                       f"ppo.old_logprobs={old_logprobs}", *args.set,
+                                       f"policy.old_logprobs={old_logprobs}", *args.set,
                                        *(f"{key}={value}" for key, value in workload.items() if value)])
     path = resolve_model(config.model.policy)
     learner = LearnerWorker(config, path, path, path)

@@ -164,9 +164,25 @@ class RewardConfig(Section):
 class PolicyConfig(Section):
     objective: str = Field(
         "dpo", description="Policy objective, a name registered in algos/objectives.py: ppo (the "
-        "paper's, with a value model), grpo / rloo / reinforce_pp (critic-free), dpo (this iteration's ranked pairs) or "
-        "listwise (Plackett-Luce over each prompt's ranked distinct answers). The ppo.* keys set "
-        "lr, clip, KL and minibatch for all of them.")
+        "paper's, with a value model), grpo / rloo / reinforce_pp (critic-free), dpo (this "
+        "iteration's ranked pairs) or listwise (Plackett-Luce over each prompt's ranked distinct "
+        "answers). The keys below serve every objective; ppo.* holds what only PPO uses.")
+    lr: float = Field(3e-6, gt=0.0, description="Policy AdamW learning rate (paper: 3e-5).")
+    epochs: int = Field(1, ge=1, description="Passes over each iteration's answers (pairs, lists).")
+    minibatch_size: int = Field(8, ge=1, description="Sequences per optimiser step (paper: 16).")
+    kl_coef: float = Field(
+        0.05, ge=0.0, description="KL weight to the frozen starting policy (paper: 0.5): ppo, rloo, "
+        "reinforce_pp as a reward penalty, grpo as a loss term; dpo and listwise hold the policy "
+        "near the reference through beta instead.")
+    old_logprobs: Literal["engine", "recompute"] = Field(
+        "engine", description="Policy-gradient objectives: log-probs of the sampling policy: the "
+        "rollout engine's own (it holds the learner's weights; metrics.jsonl's engine_logprob_gap, "
+        "measured on the first minibatch, is about 1e-5 in float32), or a forward pass of the "
+        "learner's policy over every answer.")
+    clip_ratio: float = Field(0.2, gt=0.0, description="Policy-gradient objectives: ratio clip.")
+    whiten_advantages: bool = Field(True, description="ppo, reinforce_pp: normalise advantages.")
+    gamma: float = Field(1.0, ge=0.0, le=1.0,
+                         description="ppo: GAE discount; reinforce_pp: return-to-go discount.")
     beta: float = Field(0.1, gt=0.0, description="dpo / listwise: beta of the implicit reward "
                         "beta * log(pi / pi_ref).")
     scale_rewards: Literal["group", "batch", "none"] = Field(
@@ -192,24 +208,15 @@ class PolicyConfig(Section):
 
 
 class PPOConfig(Section):
-    lr: float = Field(3e-6, gt=0.0, description="Policy AdamW learning rate (paper: 3e-5).")
+    """What only the ppo objective uses: its value model, GAE's lambda, the KL's form."""
+
     value_lr: float = Field(1e-5, gt=0.0, description="Value model learning rate.")
-    epochs: int = Field(1, ge=1, description="PPO epochs over each rollout batch.")
-    minibatch_size: int = Field(8, ge=1, description="Sequences per optimiser step (paper: 16).")
-    kl_coef: float = Field(0.05, ge=0.0, description="beta: KL penalty weight (paper: 0.5).")
     kl_mode: Literal["token", "sequence"] = Field(
         "token", description="Per-token KL penalty, or the paper's sequence-level beta*log(pi/pi_ref)."
     )
-    old_logprobs: Literal["engine", "recompute"] = Field(
-        "engine", description="Log-probs of the sampling policy: the rollout engine's own (it holds the "
-        "learner's weights; metrics.jsonl's engine_logprob_gap, measured on the first minibatch, is "
-        "about 1e-5 in float32), or a forward pass of the learner's policy over every answer.")
-    clip_ratio: float = Field(0.2, gt=0.0, description="PPO ratio clip epsilon.")
     value_clip: float = Field(0.2, gt=0.0, description="Value prediction clip.")
     vf_coef: float = Field(0.5, ge=0.0, description="Value loss weight.")
-    gamma: float = Field(1.0, ge=0.0, le=1.0, description="GAE discount.")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
-    whiten_advantages: bool = Field(True, description="Normalise advantages per batch.")
     value_init: Literal["reward_model", "policy"] = Field(
         "reward_model", description="Value model starts from the reward model or the policy."
     )
@@ -224,7 +231,7 @@ class LearnerConfig(Section):
     lora_rank: int = Field(
         0, ge=0, description="LoRA adapters of this rank on the policy, reward and value models (only "
         "they and the scalar heads train; checkpoints and weight syncs carry merged weights); 0 trains "
-        "every weight. LoRA usually wants a larger learning rate (ppo.lr, reward.lr), e.g. 1e-4.")
+        "every weight. LoRA usually wants a larger learning rate (policy.lr, reward.lr), e.g. 1e-4.")
     lora_alpha: float = Field(32.0, gt=0.0, description="LoRA scale numerator: updates scale by alpha / rank.")
     lora_targets: list[str] = Field(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -341,11 +348,11 @@ class CrowdlessConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _ppo_minibatch_fits(self) -> CrowdlessConfig:
+    def _minibatch_fits(self) -> CrowdlessConfig:
         batch = self.rollout.prompts_per_iteration * self.rollout.samples_per_prompt
-        if self.ppo.minibatch_size > batch:
+        if self.policy.minibatch_size > batch:
             raise ValueError(
-                f"ppo.minibatch_size ({self.ppo.minibatch_size}) exceeds the rollout batch "
+                f"policy.minibatch_size ({self.policy.minibatch_size}) exceeds the rollout batch "
                 f"(rollout.prompts_per_iteration * rollout.samples_per_prompt = {batch})"
             )
         return self
@@ -364,7 +371,7 @@ def _format_errors(error: ValidationError, origin: str) -> str:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'ppo.kl_coef=0.1' -> (['ppo', 'kl_coef'], 0.1); the value is read as YAML."""
+    """'policy.kl_coef=0.1' -> (['policy', 'kl_coef'], 0.1); the value is read as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} is not of the form key.sub=value")
@@ -399,6 +406,11 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config file not found: {path}")
 
 
+# Keys that every objective shares, under ppo.* before they moved to policy.* (refused by name).
+MOVED_TO_POLICY = ("lr", "epochs", "minibatch_size", "kl_coef", "old_logprobs", "clip_ratio",
+                   "whiten_advantages", "gamma")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CrowdlessConfig:
     tree: dict[str, Any] = {}
     origin = "defaults"
@@ -414,6 +426,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         tree = apply_overrides(tree, overrides)
         origin += " + overrides"
+    moved = [f"ppo.{key} is now policy.{key}" for key in MOVED_TO_POLICY
+             if isinstance(tree.get("ppo"), dict) and key in tree["ppo"]]
+    if moved:
+        raise ConfigError(f"invalid config ({origin}):\n  " + "\n  ".join(moved)
+                          + "\n  (ppo.* holds only what PPO alone uses; the keys every objective shares are policy.*)")
     try:
         return CrowdlessConfig.model_validate(tree)
     except ValidationError as exc:

@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="resume even though the config differs from the one the run started with")
     parser.add_argument("--verbose", action="store_true",
                         help="show engine and library logs live (default: RUN_DIR/logs/)")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. ppo.kl_coef=0.1")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. policy.kl_coef=0.1")
     return parser.parse_intermixed_args(argv)
 
 
@@ -421,7 +421,7 @@ def precision_hint(metrics: dict, dtype: str) -> str | None:
         return None
     return (f"[crowdless] note: {moved:.0%} of the policy's weights differ from the start. In bf16 a "
             "step smaller than half a rounding step leaves a weight as it was; model.dtype=float32, "
-            "or a larger ppo.lr, lets small steps through (docs/experiments.md E19)")
+            "or a larger policy.lr, lets small steps through (docs/experiments.md E19)")
 
 
 def start_serving(run_dir: Path, config: CrowdlessConfig) -> None:

@@ -15,14 +15,14 @@ def test_packaged_configs_load(name):
 def test_paper_settings():
     config = load_config("paper")
     assert (config.rollout.temperature, config.rollout.top_p, config.rollout.max_new_tokens) == (0.8, 0.95, 100)
-    assert (config.ppo.kl_coef, config.ppo.lr, config.ppo.minibatch_size) == (0.5, 3e-5, 16)
+    assert (config.policy.kl_coef, config.policy.lr, config.policy.minibatch_size) == (0.5, 3e-5, 16)
     assert config.ranking.isodata.max_std == 0.05
 
 
 def test_overrides_are_typed_yaml_values():
-    config = load_config("tiny", ["ppo.kl_coef=0.25", "ranking.isodata.k_init=3", "data.max_prompts=null",
+    config = load_config("tiny", ["policy.kl_coef=0.25", "ranking.isodata.k_init=3", "data.max_prompts=null",
                                   "ranking.noise_kinds=[ngram]", "run.dir=/tmp/x"])
-    assert config.ppo.kl_coef == 0.25 and config.ranking.isodata.k_init == 3
+    assert config.policy.kl_coef == 0.25 and config.ranking.isodata.k_init == 3
     assert config.data.max_prompts is None and config.ranking.noise_kinds == ["ngram"]
     assert config.run.dir == "/tmp/x"
 
@@ -36,9 +36,20 @@ def test_unknown_key_names_full_path(tmp_path):
         load_config(bad)
 
 
+def test_keys_moved_from_ppo_to_policy_are_refused_with_their_new_name(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("ppo:\n  lr: 1.0e-5\n  value_lr: 1.0e-5\n")
+    with pytest.raises(ConfigError, match=rf"{old}.*\n  ppo\.lr is now policy\.lr") as refused:
+        load_config(old)
+    assert "value_lr" not in str(refused.value)  # still a ppo key
+    with pytest.raises(ConfigError, match=r"ppo\.kl_coef is now policy\.kl_coef"):
+        load_config("tiny", ["ppo.kl_coef=0.1"])
+    assert load_config("tiny", ["ppo.value_lr=0.1", "policy.kl_coef=0.2"]).ppo.value_lr == 0.1
+
+
 def test_wrong_type_names_path_and_value():
-    with pytest.raises(ConfigError, match=r"ppo\.kl_coef: Input should be a valid number.*got 'lots'"):
-        load_config(None, ["ppo.kl_coef=lots"])
+    with pytest.raises(ConfigError, match=r"policy\.kl_coef: Input should be a valid number.*got 'lots'"):
+        load_config(None, ["policy.kl_coef=lots"])
     with pytest.raises(ConfigError, match=r"rollout\.backend: Input should be 'vllm' or 'transformers'"):
         load_config(None, ["rollout.backend=tgi"])
     with pytest.raises(ConfigError, match=r"rollout\.top_p: Input should be less than or equal to 1"):
@@ -46,8 +57,8 @@ def test_wrong_type_names_path_and_value():
 
 
 def test_cross_field_check():
-    with pytest.raises(ConfigError, match="ppo.minibatch_size"):
-        load_config("tiny", ["ppo.minibatch_size=1000"])
+    with pytest.raises(ConfigError, match="policy.minibatch_size"):
+        load_config("tiny", ["policy.minibatch_size=1000"])
 
 
 def test_zero_stage_auto_shards_only_across_several_learner_ranks():
@@ -60,7 +71,7 @@ def test_zero_stage_auto_shards_only_across_several_learner_ranks():
 
 def test_malformed_overrides_and_files(tmp_path):
     with pytest.raises(ConfigError, match="key.sub=value"):
-        load_config(None, ["ppo.kl_coef"])
+        load_config(None, ["policy.kl_coef"])
     with pytest.raises(ConfigError, match=r"run\.dir is not a section"):
         load_config("tiny", ["run.dir.x=1"])
     with pytest.raises(ConfigError, match=r"run\.seed: Input should be a valid integer"):

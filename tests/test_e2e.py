@@ -407,7 +407,7 @@ def test_embedded_smollm2_default_small(tmp_path):
     run_dir = tmp_path / "smollm2"
     out = _train("--config", "default", "--run-dir", str(run_dir), "run.iterations=1",
                  "rollout.prompts_per_iteration=2", "rollout.samples_per_prompt=4", "rollout.max_new_tokens=24",
-                 "ppo.minibatch_size=8", "eval.max_prompts=6", "eval.max_new_tokens=24",
+                 "policy.minibatch_size=8", "eval.max_prompts=6", "eval.max_new_tokens=24",
                  "eval.agreement_prompts=2", timeout=1500)
     baseline, metrics = _metrics(run_dir)
     assert baseline["iteration"] == 0 and metrics["eval_unseen_chrf"] is not None

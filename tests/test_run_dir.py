@@ -45,10 +45,10 @@ def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path, capsys):
     run_dir.mkdir()
     recorded = dump_config(load_config("tiny", [f"run.dir={run_dir}"]))
     (run_dir / "config.yaml").write_text(recorded)
-    code = train.main(["--config", "tiny", "--run-dir", str(run_dir), "--resume", "ppo.lr=0.5",
+    code = train.main(["--config", "tiny", "--run-dir", str(run_dir), "--resume", "policy.lr=0.5",
                        "rollout.samples_per_prompt=6"])
     err = capsys.readouterr().err
-    assert code == 2 and "ppo.lr: 0.001 -> 0.5" in err and "rollout.samples_per_prompt: 4 -> 6" in err
+    assert code == 2 and "policy.lr: 0.001 -> 0.5" in err and "rollout.samples_per_prompt: 4 -> 6" in err
     assert "--force-config" in err and (run_dir / "config.yaml").read_text() == recorded
 
 

@@ -118,7 +118,7 @@ def iteration_pairs(iteration: int) -> list:
 
 
 def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_model_dir, embedder):
-    """ppo.old_logprobs=engine skips a forward pass over every answer; the update must be the one
+    """policy.old_logprobs=engine skips a forward pass over every answer; the update must be the one
     the learner gets when it recomputes the sampling policy's log-probs itself."""
     from actors.learner_worker import LearnerWorker
 
@@ -126,7 +126,7 @@ def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_mode
     states = {}
     for mode in ("engine", "recompute"):
         config = load_config("tiny", [f"run.dir={tmp_path / mode}", "policy.objective=grpo",
-                                      "reward.source=ranker", f"ppo.old_logprobs={mode}"])
+                                      "reward.source=ranker", f"policy.old_logprobs={mode}"])
         learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
         if rollouts is None:  # one batch of answers for both modes
             rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
@@ -156,8 +156,8 @@ def test_preference_rows_are_the_sampled_tokens_and_a_cut_answer_has_no_eos(
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
     sampled = {(r.prompt, r.response_text): r for r in rollouts}
     trained = []
-    batch = learner._ppo_batch
-    learner._ppo_batch = lambda rows: trained.extend(rows) or batch(rows)
+    batch = learner._token_batch
+    learner._token_batch = lambda rows: trained.extend(rows) or batch(rows)
     metrics = learner.train_policy(rollouts, 1, groups)
 
     eos = learner.tokenizer.eos_token_id
@@ -190,7 +190,7 @@ def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_
     its value model, from recomputed log-probs), and the second phase must run the pass again."""
     from actors.learner_worker import LearnerWorker
 
-    config = load_config("tiny", [f"run.dir={tmp_path}", "ppo.old_logprobs=recompute", "reward.source=ranker"])
+    config = load_config("tiny", [f"run.dir={tmp_path}", "policy.old_logprobs=recompute", "reward.source=ranker"])
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
     states, calls = {}, {}
     for shortcut in (True, False):
@@ -239,7 +239,7 @@ def test_response_logprobs_share_the_prompt_prefix_and_skip_the_head_over_prompt
     rollouts, _ = _rollouts_and_groups(config, tiny_model_dir, embedder)
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     assert learner.head_on_responses_only
-    batch = learner._ppo_batch(rollouts)
+    batch = learner._token_batch(rollouts)
     logit_positions = []
     learner.reference.forward = _recorded(learner.reference.forward, logit_positions,
                                           lambda output: output.logits.shape[1])
@@ -269,7 +269,7 @@ def test_bf16_learner_on_cpu_attends_eagerly_with_the_fused_kernels_results(tmp_
     assert learner.policy.module.config._attn_implementation == "eager"
     fused = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa")
     with torch.no_grad():
-        logprobs = learner._response_logprobs(learner.reference, learner._ppo_batch(rollouts),
+        logprobs = learner._response_logprobs(learner.reference, learner._token_batch(rollouts),
                                               torch.arange(len(rollouts)))
     for row, rollout in enumerate(rollouts):
         expected = torch.tensor(_hf_logprobs(fused, rollout))
@@ -389,7 +389,7 @@ def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(confi
     learner._response_logprobs = original
     assert sum(forwards) == len(set(rows)) == len(together) == 4
     for row in rows:
-        batch = learner._ppo_batch(learner._as_rollouts([row]))
+        batch = learner._token_batch(learner._as_rollouts([row]))
         alone = sequence_logprobs(learner._response_logprobs(learner.reference, batch, torch.arange(1)), batch["mask"])
         assert together[row] == pytest.approx(float(alone), abs=1e-4)
     assert together[rows[0]] != pytest.approx(together[rows[4]], abs=1e-2)  # the prompt matters
@@ -412,7 +412,7 @@ def test_implicit_reward_is_beta_times_the_policy_reference_log_ratio(config, ti
             parameter.add_(0.02 * torch.randn_like(parameter))
     moved = learner.implicit_rewards(prompts, answers)
     for prompt, answer, reward in zip(prompts, answers, moved):
-        batch = learner._ppo_batch(learner._as_rollouts([(prompt, answer)]))
+        batch = learner._token_batch(learner._as_rollouts([(prompt, answer)]))
         with torch.no_grad():
             alone = [sequence_logprobs(learner._response_logprobs(model, batch, torch.arange(1)), batch["mask"])
                      for model in (learner.policy.module, learner.reference)]
@@ -552,7 +552,7 @@ def test_two_learner_ranks_take_the_step_one_learner_takes(ray_local, tmp_path, 
         mine, theirs = (load_file(tmp_path / run / model / "model.safetensors") for run in ("single", "group"))
         assert mine.keys() == theirs.keys()
         gaps = torch.cat([(theirs[name] - tensor).abs().flatten() for name, tensor in mine.items()])
-        assert (gaps <= 1e-6).float().mean() > 0.999 and gaps.max() <= 2 * config.ppo.lr, (model, gaps.max())
+        assert (gaps <= 1e-6).float().mean() > 0.999 and gaps.max() <= 2 * config.policy.lr, (model, gaps.max())
     saved = load_file(tmp_path / "group" / "policy" / "model.safetensors")  # a tied lm_head is not saved
     assert saved.keys() <= policy.keys() and all(torch.equal(policy[name], saved[name]) for name in saved)
     assert (tmp_path / "group" / "training_state" / "rng-rank1.pt").exists()
@@ -580,7 +580,7 @@ def test_lora_trains_only_the_adapters_and_exports_merged_weights(tmp_path, tiny
     from actors.learner_worker import LearnerWorker
     from algos.pairs import PreferencePair
 
-    config = load_config("tiny", [f"run.dir={tmp_path}", "learner.lora_rank=4", "ppo.lr=1e-2", "reward.lr=1e-2"])
+    config = load_config("tiny", [f"run.dir={tmp_path}", "learner.lora_rank=4", "policy.lr=1e-2", "reward.lr=1e-2"])
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     start = learner.policy_state()
