@@ -64,9 +64,7 @@ def with_sampling_logprobs(learner, rollouts):
 
     import torch
 
-    from crowdless.learner.tokens import token_batch
-
-    batch = token_batch(rollouts, learner.pad_id)
+    batch = learner._token_batch(rollouts)
     with torch.no_grad():  # in the learner's minibatches: [rows, T, vocab] logits at once can fill a GPU
         logprobs = learner._rollout_statistics(batch, None)["old_logprobs"]
     return [dataclasses.replace(r, logprobs=logprobs[i, :len(r.response_ids)].tolist())
