@@ -193,15 +193,17 @@ class WorkerPool:
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         results = []
         for index, ref in enumerate(refs):
-            try:
-                if ref not in ready:
-                    raise ray.exceptions.GetTimeoutError(f"{method} passed {timeout_s:g}s")
-                results.append(ray.get(ref))
-            except (*WORKER_LOST, ray.exceptions.GetTimeoutError) as error:
-                lost = not isinstance(error, ray.exceptions.GetTimeoutError)
-                self._replace(index, error, "was lost" if lost else "did not answer in time")
-                # the replacement replays sticky calls itself
-                results.append(ray.get(getattr(self.workers[index], method).remote(*args), timeout=timeout_s))
+            if ref not in ready:
+                self._replace(index, ray.exceptions.GetTimeoutError(f"{method} passed {timeout_s:g}s"),
+                              "did not answer in time")
+            else:
+                try:
+                    results.append(ray.get(ref))
+                    continue
+                except WORKER_LOST as error:
+                    self._replace(index, error, "was lost")
+            # the replacement replays sticky calls itself
+            results.append(ray.get(getattr(self.workers[index], method).remote(*args), timeout=timeout_s))
         return results
 
     def shutdown(self) -> None:
