@@ -309,9 +309,9 @@ def _node_ports() -> list[str]:
     return [f"{flag}={_free_port()}" for flag in flags]
 
 
-def _stop_cluster(temp_dir: str, gcs_port: int) -> None:
-    """Stop the Ray cluster started with --temp-dir=temp_dir, and only that one: every process
-    whose command line names that folder or the GCS port (GCS, raylets, dashboard, monitors, the
+def _stop_cluster(temp_dirs: list[str], gcs_port: int) -> None:
+    """Stop the Ray cluster whose nodes started with these --temp-dir folders, and only that one:
+    every process whose command line names one of the folders or the GCS port (GCS, raylets, dashboard, monitors, the
     client server) with all its children (agents, workers, engines), children gathered before
     anything is stopped. `ray stop --force` would end every Ray process on the host, a user's own
     cluster included."""
@@ -323,7 +323,7 @@ def _stop_cluster(temp_dir: str, gcs_port: int) -> None:
     owned = []
     for process in psutil.process_iter(["cmdline"]):
         command = " ".join(process.info["cmdline"] or [])
-        if process.pid != os.getpid() and (temp_dir in command or gcs.search(command)):
+        if process.pid != os.getpid() and (any(folder in command for folder in temp_dirs) or gcs.search(command)):
             owned.append(process)
     processes = {}
     for process in owned:
@@ -358,6 +358,10 @@ def test_ray_job_submit_on_two_nodes(tmp_path):
     # a folder and ports of its own: a cluster a user runs on this host is neither joined nor stopped
     # (a short folder: Ray's Unix sockets live under it, and their paths are limited to 107 bytes)
     temp_dir = tempfile.mkdtemp(prefix="crowdless-ray-", dir="/tmp")
+    # and one for the second node: two raylets sharing a folder share its runtime_resources/, where
+    # each node unpacks the job's working_dir and deletes it once its own workers are done with it
+    # (the job driver then failed to import a module it had not loaded yet)
+    node_dir = tempfile.mkdtemp(prefix="crowdless-ray-", dir="/tmp")
     gcs_port, dashboard_port = _free_port(), _free_port()
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     started = subprocess.run([ray, "start", "--head", f"--port={gcs_port}", f"--temp-dir={temp_dir}", "--num-cpus=2",
@@ -366,7 +370,8 @@ def test_ray_job_submit_on_two_nodes(tmp_path):
                               *_node_ports(), "--disable-usage-stats"], env=env, capture_output=True, text=True)
     try:
         assert started.returncode == 0, started.stderr
-        joined = subprocess.run([ray, "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=2", *_node_ports(),
+        joined = subprocess.run([ray, "start", f"--address=127.0.0.1:{gcs_port}", f"--temp-dir={node_dir}",
+                                 "--num-cpus=2", *_node_ports(),
                                  "--disable-usage-stats"], env=env, capture_output=True, text=True)
         assert joined.returncode == 0, joined.stderr
         run_dir = tmp_path / "submitted"
@@ -399,8 +404,9 @@ def test_ray_job_submit_on_two_nodes(tmp_path):
         # stop the Serve app gracefully first: its replica then shuts its vLLM engine processes down
         subprocess.run([str(Path(sys.executable).parent / "serve"), "shutdown", "-y",
                         "--address", dashboard], env=env, capture_output=True, timeout=120)
-        _stop_cluster(temp_dir, gcs_port)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        _stop_cluster([temp_dir, node_dir], gcs_port)
+        for folder in (temp_dir, node_dir):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_embedded_smollm2_default_small(tmp_path):
