@@ -64,7 +64,9 @@ def with_sampling_logprobs(learner, rollouts):
 
     import torch
 
-    batch = learner._token_batch(rollouts)
+    from crowdless.learner.tokens import token_batch
+
+    batch = token_batch(rollouts, learner.pad_id)
     with torch.no_grad():  # in the learner's minibatches: [rows, T, vocab] logits at once can fill a GPU
         logprobs = learner._rollout_statistics(batch, None)["old_logprobs"]
     return [dataclasses.replace(r, logprobs=logprobs[i, :len(r.response_ids)].tolist())

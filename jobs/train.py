@@ -88,7 +88,8 @@ def check_resources(config: CrowdlessConfig, available: dict) -> None:
 def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path | None, env: dict[str, str]):
     import ray
 
-    from actors.learner_worker import LearnerWorker, load_replay
+    from actors.learner_worker import LearnerWorker
+    from crowdless.learner.replay import load_replay
     from actors.ranker_worker import RankerWorker
     from actors.rollout_worker import RolloutWorker
     from cluster.console import ProgressBoard
@@ -176,7 +177,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
     import ray
 
     from cluster.console import log_dir_env, quiet_driver_libraries
-    from actors.learner_worker import TRAINING_STATE
+    from crowdless.learner.checkpoint import TRAINING_STATE
     from cluster.run_dir import (MetricsLog, check_run_dir, checkpoint_dir, config_changes,
                                  discard_incomplete_checkpoints, is_run_dir, latest_checkpoint, mark_complete,
                                  prune_training_state)

@@ -38,7 +38,8 @@ def test_full_method_trains_in_bf16_on_cuda_and_resumes(tmp_path, tiny_model_dir
     restores every engine's optimizer state into a new learner, which trains on."""
     from test_workers import iteration_pairs
 
-    from actors.learner_worker import LearnerWorker, load_replay
+    from actors.learner_worker import LearnerWorker
+    from crowdless.learner.replay import load_replay
 
     config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", "model.dtype=bfloat16",
                                   "learner.zero_stage=2"])  # ZeRO-2 in bf16: one rank alone would take stage 0

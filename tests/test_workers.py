@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import actors.learner_worker as learner_module
 from configs.schema import load_config
+from crowdless.learner.engines import full_state_dict
+from crowdless.learner.tokens import token_batch
 
 pytestmark = pytest.mark.ray
 
@@ -145,7 +148,7 @@ def test_policy_update_from_engine_logprobs_equals_recompute(tmp_path, tiny_mode
 
 @pytest.mark.parametrize("answer_tokens", ["sampled", "retokenized"])
 def test_preference_rows_are_the_sampled_tokens_and_a_cut_answer_has_no_eos(
-        answer_tokens, tmp_path, tiny_model_dir, embedder):
+        answer_tokens, tmp_path, tiny_model_dir, embedder, monkeypatch):
     """policy.answer_tokens=sampled: dpo trains on the token ids the engine sampled, so an answer
     cut at the cap ends without EOS; retokenized (the old rule) ends every answer with EOS."""
     from actors.learner_worker import LearnerWorker
@@ -156,8 +159,8 @@ def test_preference_rows_are_the_sampled_tokens_and_a_cut_answer_has_no_eos(
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
     sampled = {(r.prompt, r.response_text): r for r in rollouts}
     trained = []
-    batch = learner._token_batch
-    learner._token_batch = lambda rows: trained.extend(rows) or batch(rows)
+    monkeypatch.setattr(learner_module, "token_batch",
+                        lambda rows, pad_id: trained.extend(rows) or token_batch(rows, pad_id))
     metrics = learner.train_policy(rollouts, 1, groups)
 
     eos = learner.tokenizer.eos_token_id
@@ -239,12 +242,12 @@ def test_response_logprobs_share_the_prompt_prefix_and_skip_the_head_over_prompt
     rollouts, _ = _rollouts_and_groups(config, tiny_model_dir, embedder)
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     assert learner.head_on_responses_only
-    batch = learner._token_batch(rollouts)
+    batch = token_batch(rollouts, learner.pad_id)
     logit_positions = []
     learner.reference.forward = _recorded(learner.reference.forward, logit_positions,
                                           lambda output: output.logits.shape[1])
     with torch.no_grad():
-        logprobs = learner._response_logprobs(learner.reference, batch, torch.arange(len(rollouts)))
+        logprobs = learner.forward.logprobs(learner.reference, batch, torch.arange(len(rollouts)))
     width = max(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
     first_response_position = min(len(r.prompt_ids) for r in rollouts) - 1
     assert logit_positions == [1, width - first_response_position]  # the prefix's call, then the rows'
@@ -269,8 +272,8 @@ def test_bf16_learner_on_cpu_attends_eagerly_with_the_fused_kernels_results(tmp_
     assert learner.policy.module.config._attn_implementation == "eager"
     fused = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa")
     with torch.no_grad():
-        logprobs = learner._response_logprobs(learner.reference, learner._token_batch(rollouts),
-                                              torch.arange(len(rollouts)))
+        logprobs = learner.forward.logprobs(learner.reference, token_batch(rollouts, learner.pad_id),
+                                            torch.arange(len(rollouts)))
     for row, rollout in enumerate(rollouts):
         expected = torch.tensor(_hf_logprobs(fused, rollout))
         torch.testing.assert_close(logprobs[row, :len(expected)], expected, rtol=0.02, atol=0)  # bf16: 3 digits
@@ -279,7 +282,8 @@ def test_bf16_learner_on_cpu_attends_eagerly_with_the_fused_kernels_results(tmp_
 def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path, embedder):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from actors.learner_worker import LearnerWorker, load_replay
+    from actors.learner_worker import LearnerWorker
+    from crowdless.learner.replay import load_replay
     from algos.pairs import PreferencePair
 
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
@@ -383,14 +387,14 @@ def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(confi
             ("What is an atom?", "The smallest unit of matter."), ("Hi", "Hello there, how can I help you today?"),
             ("Hi", "The smallest unit of matter.")]
     forwards = []
-    original = learner._response_logprobs
-    learner._response_logprobs = lambda model, batch, part: forwards.append(len(part)) or original(model, batch, part)
+    original = learner.forward.logprobs
+    learner.forward.logprobs = lambda model, batch, part: forwards.append(len(part)) or original(model, batch, part)
     together = learner._sequence_logprobs(learner.reference, rows)
-    learner._response_logprobs = original
+    learner.forward.logprobs = original
     assert sum(forwards) == len(set(rows)) == len(together) == 4
     for row in rows:
-        batch = learner._token_batch(learner._as_rollouts([row]))
-        alone = sequence_logprobs(learner._response_logprobs(learner.reference, batch, torch.arange(1)), batch["mask"])
+        batch = token_batch(learner._as_rollouts([row]), learner.pad_id)
+        alone = sequence_logprobs(learner.forward.logprobs(learner.reference, batch, torch.arange(1)), batch["mask"])
         assert together[row] == pytest.approx(float(alone), abs=1e-4)
     assert together[rows[0]] != pytest.approx(together[rows[4]], abs=1e-2)  # the prompt matters
 
@@ -412,9 +416,9 @@ def test_implicit_reward_is_beta_times_the_policy_reference_log_ratio(config, ti
             parameter.add_(0.02 * torch.randn_like(parameter))
     moved = learner.implicit_rewards(prompts, answers)
     for prompt, answer, reward in zip(prompts, answers, moved):
-        batch = learner._token_batch(learner._as_rollouts([(prompt, answer)]))
+        batch = token_batch(learner._as_rollouts([(prompt, answer)]), learner.pad_id)
         with torch.no_grad():
-            alone = [sequence_logprobs(learner._response_logprobs(model, batch, torch.arange(1)), batch["mask"])
+            alone = [sequence_logprobs(learner.forward.logprobs(model, batch, torch.arange(1)), batch["mask"])
                      for model in (learner.policy.module, learner.reference)]
         assert reward == pytest.approx(0.5 * float(alone[0] - alone[1]), abs=1e-4)
     assert len(set(moved)) == 3 and all(reward != 0 for reward in moved)
@@ -428,7 +432,8 @@ def test_resumed_learner_continues_exactly(lora_rank, zero_stage, tiny_model_dir
     With LoRA the checkpoint's HF folders hold merged weights, and the training state the
     adapters and the unmerged base weights. ZeRO-2 keeps its own flat copy of the weights and
     moments, stage 0 the optimizer's: both must come back."""
-    from actors.learner_worker import LearnerWorker, load_replay
+    from actors.learner_worker import LearnerWorker
+    from crowdless.learner.replay import load_replay
 
     config = load_config("tiny", [f"run.dir={tmp_path / 'run'}", f"learner.lora_rank={lora_rank}",
                                   f"learner.zero_stage={zero_stage}"])
@@ -440,7 +445,7 @@ def test_resumed_learner_continues_exactly(lora_rank, zero_stage, tiny_model_dir
         learner.train_policy(rollouts, iteration, groups)
 
     def weights(learner):
-        return {name: learner._full_state_dict(engine) for name, engine, _ in learner._engines()}
+        return {name: full_state_dict(engine, learner.config.learner) for name, engine, _ in learner._engines()}
 
     uninterrupted = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     for iteration in (1, 2):
