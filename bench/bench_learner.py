@@ -64,11 +64,12 @@ def with_sampling_logprobs(learner, rollouts):
 
     import torch
 
+    from crowdless.learner.policy_gradient import rollout_statistics
     from crowdless.learner.tokens import token_batch
 
     batch = token_batch(rollouts, learner.pad_id)
     with torch.no_grad():  # in the learner's minibatches: [rows, T, vocab] logits at once can fill a GPU
-        logprobs = learner._rollout_statistics(batch, None)["old_logprobs"]
+        logprobs = rollout_statistics(learner.models, batch, None)["old_logprobs"]
     return [dataclasses.replace(r, logprobs=logprobs[i, :len(r.response_ids)].tolist())
             for i, r in enumerate(rollouts)]
 
@@ -95,8 +96,11 @@ def matmul_flops_per_second(dtype, size: int = 2048) -> float:
 def trained_rows(learner, rollouts, groups):
     """The token rows the policy phase trains on: the rollouts for a policy-gradient objective,
     each pair's or list's (prompt, answer) rows for a preference objective."""
+    from crowdless.learner.preference import preference_items
+
     if learner.objective.kind == "preference":
-        return learner._as_rollouts([row for item in learner._preference_items(groups) for row in item])
+        items = preference_items(groups, learner.objective.preference_input)
+        return learner.models.text_rows([row for item in items for row in item])
     return rollouts
 
 

@@ -334,6 +334,13 @@ class CrowdlessConfig(Section):
     serve: ServeConfig = ServeConfig()
     eval: EvalConfig = EvalConfig()
 
+    @property
+    def trains_reward_model(self) -> bool:
+        """Only the policy-gradient objectives scored by a reward model train one."""
+        from algos.objectives import get_objective
+
+        return get_objective(self.policy.objective).kind == "policy_gradient" and self.reward.source == "reward_model"
+
     @model_validator(mode="after")
     def _resolve_zero_stage(self) -> CrowdlessConfig:
         if self.learner.zero_stage == "auto":

@@ -219,7 +219,6 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
     learner, rollouts, rankers = start_workers(
         config, policy_path, latest[1] if start_iteration > 1 else None, env)
     print(f"[crowdless] workers ready in {time.perf_counter() - started:.0f}s", flush=True)
-    has_reward_model = learner.run("has_reward_model")
     if start_iteration > 1:  # optimizer moments and RNG: the resumed run continues the stopped one
         restored = learner.run("load_training_state", str(latest[1]))
         print(f"[crowdless] resumed from {latest[1]}: optimizer state of "
@@ -269,7 +268,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
 
         # 3. Reward model on this iteration's pairs (plus replay), where the objective uses one.
         rm_metrics = {}
-        if has_reward_model:
+        if config.trains_reward_model:
             with phase("reward_model"):
                 rm_metrics = learner.run("train_reward", pairs, iteration,
                                          progress=("reward_model", iteration, "batch"))

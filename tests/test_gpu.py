@@ -45,7 +45,7 @@ def test_full_method_trains_in_bf16_on_cuda_and_resumes(tmp_path, tiny_model_dir
                                   "learner.zero_stage=2"])  # ZeRO-2 in bf16: one rank alone would take stage 0
     rollouts, groups = _batch(config, tiny_model_dir)
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
-    assert learner.device.type == "cuda"
+    assert learner.models.device.type == "cuda"
     for _, engine, _ in learner._engines():
         assert next(engine.module.parameters()).is_cuda and engine.bfloat16_enabled()
     start = learner.policy_state()

@@ -51,3 +51,59 @@ def test_the_replay_buffer_keeps_the_newest_pairs_and_round_trips(tmp_path):
     save_replay(kept[:3], tmp_path / "replay.jsonl")
     assert load_replay(tmp_path / "replay.jsonl") == kept[:3]
     assert load_replay(tmp_path / "missing.jsonl") == []
+
+
+class _RecordingEngine:
+    """Stands in for a DeepSpeed engine: records the losses it is asked to backward and its steps."""
+
+    def __init__(self):
+        self.backwards, self.steps = [], 0
+
+    def backward(self, loss):
+        self.backwards.append(float(loss))
+
+    def step(self):
+        self.steps += 1
+
+
+def test_train_steps_weights_each_loss_and_metric_by_the_ranks_share():
+    from crowdless.learner.steps import StepLosses, train_steps
+
+    policy, critic = _RecordingEngine(), _RecordingEngine()
+    steps = [[0, 1, 2], [3, 4]]
+    units = [1.0, 2.0, 3.0, 4.0, 5.0]  # e.g. response tokens of each row
+    reported = []
+
+    def step(share, whole, real):
+        mine, everything = sum(units[i] for i in share), sum(units[i] for i in whole)
+        return StepLosses([(policy, torch.tensor(2.0)), (critic, torch.tensor(4.0))],
+                          {"loss": float(len(share))}, mine, everything)
+
+    # one rank: every loss backwards as it is, metrics are plain per-step means
+    metrics = train_steps(steps, RankShare(0, 1), step, torch.device("cpu"), lambda d, t: reported.append((d, t)))
+    assert policy.backwards == [2.0, 2.0] and critic.backwards == [4.0, 4.0] and policy.steps == critic.steps == 2
+    assert metrics == {"loss": pytest.approx((3 + 2) / 2)} and reported == [(1, 2), (2, 2)]
+    # rank 1 of 2 takes rows [2] and [4]: its loss is scaled by 2 x its share of the step's units
+    policy.backwards.clear()
+
+    def share_step(share, whole, real):
+        return StepLosses([(policy, torch.tensor(1.0))], {}, sum(units[i] for i in share), sum(units[i] for i in whole))
+
+    rank = RankShare(1, 2)
+    rank.merged_means = lambda sums, n: sums  # no process group here: the sum over ranks is the identity
+    train_steps(steps, rank, share_step, torch.device("cpu"), lambda d, t: None)
+    assert policy.backwards == [pytest.approx(2 * 3 / 6), pytest.approx(2 * 5 / 9)]
+
+
+def test_preference_items_and_their_padded_index():
+    from crowdless.learner.preference import padded_lists, preference_items
+    from crowdless.records import RankedGroup
+
+    pair = PreferencePair("q", "good", "bad", 0, 1)
+    group = RankedGroup("q", ["a", "b", "c"], [0.5, 0.3, 0.2], [0, 1, 2], [2, 0, 1], [pair])
+    assert preference_items([group], "pairs") == [[("q", "good"), ("q", "bad")]]
+    lists = preference_items([group], "lists")
+    assert lists == [[("q", "c"), ("q", "a"), ("q", "b")]]
+    index, valid = padded_lists([lists[0], lists[0][:2]])
+    # the short list repeats its last row, masked out; rows are laid end to end
+    assert index.tolist() == [[0, 1, 2], [3, 4, 4]] and valid.tolist() == [[True] * 3, [True, True, False]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import actors.learner_worker as learner_module
+import crowdless.learner.preference as preference_phase
 from configs.schema import load_config
 from crowdless.learner.engines import full_state_dict
 from crowdless.learner.tokens import token_batch
@@ -159,7 +159,7 @@ def test_preference_rows_are_the_sampled_tokens_and_a_cut_answer_has_no_eos(
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
     sampled = {(r.prompt, r.response_text): r for r in rollouts}
     trained = []
-    monkeypatch.setattr(learner_module, "token_batch",
+    monkeypatch.setattr(preference_phase, "token_batch",
                         lambda rows, pad_id: trained.extend(rows) or token_batch(rows, pad_id))
     metrics = learner.train_policy(rollouts, 1, groups)
 
@@ -198,14 +198,14 @@ def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_
     states, calls = {}, {}
     for shortcut in (True, False):
         learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
-        assert learner.policy_is_reference
-        learner.policy_is_reference = shortcut
+        assert learner.models.policy_is_reference
+        learner.models.policy_is_reference = shortcut
         reference_passes = []
-        learner.reference.forward = _recorded(learner.reference.forward, reference_passes)
+        learner.models.reference.forward = _recorded(learner.models.reference.forward, reference_passes)
         metrics = learner.train_policy(rollouts, 1, groups)
         calls[shortcut] = len(reference_passes)
         states[shortcut] = learner.policy_state()
-        assert not learner.policy_is_reference and metrics["kl"] == pytest.approx(0.0, abs=1e-6)
+        assert not learner.models.policy_is_reference and metrics["kl"] == pytest.approx(0.0, abs=1e-6)
         if shortcut:
             learner.train_policy(rollouts, 2, groups)
             assert len(reference_passes) > calls[True]
@@ -217,17 +217,16 @@ def test_first_update_takes_the_reference_logprobs_without_a_reference_pass(tmp_
 def test_missing_eos_penalty_lowers_the_reward_of_answers_cut_at_the_cap(tmp_path, tiny_model_dir, embedder):
     import dataclasses
 
-    from actors.learner_worker import LearnerWorker
+    from crowdless.learner.policy_gradient import sequence_rewards
 
     overrides = [f"run.dir={tmp_path}", "policy.objective=grpo", "reward.source=ranker"]
     rollouts, groups = _rollouts_and_groups(load_config("tiny", overrides), tiny_model_dir, embedder)
     rollouts = [dataclasses.replace(r, finished=i % 3 == 0) for i, r in enumerate(rollouts)]
-    learner = LearnerWorker(load_config("tiny", overrides), tiny_model_dir, tiny_model_dir, tiny_model_dir)
-    plain = learner._sequence_scores(rollouts, groups)
+    plain = sequence_rewards(load_config("tiny", overrides).reward, rollouts, groups)
     # the ranker's rewards n * s - 1 are centred within each prompt's answers
     assert plain.view(len(groups), -1).sum(dim=1).abs().max() < 1e-5
-    learner.config = load_config("tiny", overrides + ["reward.missing_eos_penalty=0.5"])
-    penalised = learner._sequence_scores(rollouts, groups)
+    penalty = load_config("tiny", overrides + ["reward.missing_eos_penalty=0.5"]).reward
+    penalised = sequence_rewards(penalty, rollouts, groups)
     cut = torch.tensor([not r.finished for r in rollouts])
     torch.testing.assert_close(penalised, plain - 0.5 * cut.to(plain.dtype))
 
@@ -241,18 +240,18 @@ def test_response_logprobs_share_the_prompt_prefix_and_skip_the_head_over_prompt
     config = load_config("tiny", [f"run.dir={tmp_path}", "policy.objective=grpo", "reward.source=ranker"])
     rollouts, _ = _rollouts_and_groups(config, tiny_model_dir, embedder)
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
-    assert learner.head_on_responses_only
+    assert learner.models.forward.head_on_responses_only
     batch = token_batch(rollouts, learner.pad_id)
     logit_positions = []
-    learner.reference.forward = _recorded(learner.reference.forward, logit_positions,
+    learner.models.reference.forward = _recorded(learner.models.reference.forward, logit_positions,
                                           lambda output: output.logits.shape[1])
     with torch.no_grad():
-        logprobs = learner.forward.logprobs(learner.reference, batch, torch.arange(len(rollouts)))
+        logprobs = learner.models.forward.logprobs(learner.models.reference, batch, torch.arange(len(rollouts)))
     width = max(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
     first_response_position = min(len(r.prompt_ids) for r in rollouts) - 1
     assert logit_positions == [1, width - first_response_position]  # the prefix's call, then the rows'
     for row, rollout in enumerate(rollouts):
-        expected = torch.tensor(_hf_logprobs(learner.reference, rollout))
+        expected = torch.tensor(_hf_logprobs(learner.models.reference, rollout))
         torch.testing.assert_close(logprobs[row, :len(expected)], expected, rtol=0, atol=1e-5)
 
 
@@ -268,11 +267,11 @@ def test_bf16_learner_on_cpu_attends_eagerly_with_the_fused_kernels_results(tmp_
                                   "model.dtype=bfloat16"])
     rollouts, _ = _rollouts_and_groups(config, tiny_model_dir, embedder)
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
-    assert learner.reference.config._attn_implementation == "eager"
+    assert learner.models.reference.config._attn_implementation == "eager"
     assert learner.policy.module.config._attn_implementation == "eager"
     fused = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16, attn_implementation="sdpa")
     with torch.no_grad():
-        logprobs = learner.forward.logprobs(learner.reference, token_batch(rollouts, learner.pad_id),
+        logprobs = learner.models.forward.logprobs(learner.models.reference, token_batch(rollouts, learner.pad_id),
                                             torch.arange(len(rollouts)))
     for row, rollout in enumerate(rollouts):
         expected = torch.tensor(_hf_logprobs(fused, rollout))
@@ -289,12 +288,12 @@ def test_learner_trains_reward_model_and_policy(config, tiny_model_dir, tmp_path
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     pairs = [PreferencePair(f"question {i}?", "a clear and correct answer.", f"zzz qqq {i} xx", 0, 1)
              for i in range(12)]
-    untrained = learner.evaluate_pairs(pairs)
+    untrained = learner.reward.evaluate_pairs(pairs)
     first = learner.train_reward(pairs, iteration=1)
-    after_first = learner.evaluate_pairs(pairs)
+    after_first = learner.reward.evaluate_pairs(pairs)
     second = learner.train_reward(pairs, iteration=2)
     assert after_first["rm_loss"] < untrained["rm_loss"]  # the reward model learns its pairs
-    assert learner.evaluate_pairs(pairs)["rm_loss"] < after_first["rm_loss"]
+    assert learner.reward.evaluate_pairs(pairs)["rm_loss"] < after_first["rm_loss"]
     # the training loss is each batch's before its step: the second pass starts where the first ended
     assert second["rm_loss"] < first["rm_loss"]
     assert 0 <= second["rm_accuracy"] <= 1 and 0 <= second["rm_train_accuracy"] <= 1
@@ -334,9 +333,10 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
         "policy": config.policy.model_copy(update={"objective": objective}),
         "reward": config.reward.model_copy(update={"source": source})})
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
-    assert learner.has_reward_model() == (objective not in ("dpo", "listwise") and source == "reward_model")
+    assert config.trains_reward_model == (objective not in ("dpo", "listwise") and source == "reward_model")
+    assert (learner.reward is not None) == config.trains_reward_model
     rollouts, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
-    if not learner.has_reward_model():
+    if learner.reward is None:
         assert learner.train_reward([], iteration=1) == {}
     initial = {k: v.clone() for k, v in learner.policy_state().items()}
     metrics = learner.train_policy(rollouts, 1, groups)
@@ -350,7 +350,7 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     assert metrics["policy_weights_moved"] == pytest.approx(moved) and moved > 0
     learner.save_checkpoint(str(tmp_path))
     assert (tmp_path / "policy" / "config.json").exists() and not (tmp_path / "value_model").exists()
-    assert (tmp_path / "reward_model").exists() == learner.has_reward_model()
+    assert (tmp_path / "reward_model").exists() == config.trains_reward_model
 
 
 def test_weights_moved_counts_what_the_forward_sees(config, tiny_model_dir):
@@ -363,15 +363,15 @@ def test_weights_moved_counts_what_the_forward_sees(config, tiny_model_dir):
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     weights = dict(learner.policy.module.named_parameters())
     total = sum(w.numel() for w in weights.values())
-    assert learner._policy_weights_moved() == {"policy_weights_moved": 0.0}
+    assert learner.models.weights_moved() == {"policy_weights_moved": 0.0}
     with torch.no_grad():
         for weight in weights.values():  # a float32 step of 1e-4 of each weight, then rounded to bf16
             weight.copy_((weight.float() * (1 + 1e-4)).to(weight.dtype))
-    assert learner._policy_weights_moved() == {"policy_weights_moved": 0.0}
+    assert learner.models.weights_moved() == {"policy_weights_moved": 0.0}
     weight = next(w for w in weights.values() if w.dim() == 2)
     with torch.no_grad():
         weight[0, :5] += 1.0
-    assert learner._policy_weights_moved()["policy_weights_moved"] == pytest.approx(5 / total)
+    assert learner.models.weights_moved()["policy_weights_moved"] == pytest.approx(5 / total)
 
 
 def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(config, tiny_model_dir):
@@ -387,14 +387,14 @@ def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(confi
             ("What is an atom?", "The smallest unit of matter."), ("Hi", "Hello there, how can I help you today?"),
             ("Hi", "The smallest unit of matter.")]
     forwards = []
-    original = learner.forward.logprobs
-    learner.forward.logprobs = lambda model, batch, part: forwards.append(len(part)) or original(model, batch, part)
-    together = learner._sequence_logprobs(learner.reference, rows)
-    learner.forward.logprobs = original
+    original = learner.models.forward.logprobs
+    learner.models.forward.logprobs = lambda model, batch, part: forwards.append(len(part)) or original(model, batch, part)
+    together = learner.models.sequence_logprobs(learner.models.reference, rows)
+    learner.models.forward.logprobs = original
     assert sum(forwards) == len(set(rows)) == len(together) == 4
     for row in rows:
-        batch = token_batch(learner._as_rollouts([row]), learner.pad_id)
-        alone = sequence_logprobs(learner.forward.logprobs(learner.reference, batch, torch.arange(1)), batch["mask"])
+        batch = token_batch(learner.models.text_rows([row]), learner.pad_id)
+        alone = sequence_logprobs(learner.models.forward.logprobs(learner.models.reference, batch, torch.arange(1)), batch["mask"])
         assert together[row] == pytest.approx(float(alone), abs=1e-4)
     assert together[rows[0]] != pytest.approx(together[rows[4]], abs=1e-2)  # the prompt matters
 
@@ -416,10 +416,10 @@ def test_implicit_reward_is_beta_times_the_policy_reference_log_ratio(config, ti
             parameter.add_(0.02 * torch.randn_like(parameter))
     moved = learner.implicit_rewards(prompts, answers)
     for prompt, answer, reward in zip(prompts, answers, moved):
-        batch = token_batch(learner._as_rollouts([(prompt, answer)]), learner.pad_id)
+        batch = token_batch(learner.models.text_rows([(prompt, answer)]), learner.pad_id)
         with torch.no_grad():
-            alone = [sequence_logprobs(learner.forward.logprobs(model, batch, torch.arange(1)), batch["mask"])
-                     for model in (learner.policy.module, learner.reference)]
+            alone = [sequence_logprobs(learner.models.forward.logprobs(model, batch, torch.arange(1)), batch["mask"])
+                     for model in (learner.policy.module, learner.models.reference)]
         assert reward == pytest.approx(0.5 * float(alone[0] - alone[1]), abs=1e-4)
     assert len(set(moved)) == 3 and all(reward != 0 for reward in moved)
 
@@ -590,7 +590,7 @@ def test_lora_trains_only_the_adapters_and_exports_merged_weights(tmp_path, tiny
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     start = learner.policy_state()
     frozen = {n: p.detach().clone() for n, p in learner.policy.module.named_parameters() if not p.requires_grad}
-    for engine in (learner.policy, learner.reward):
+    for engine in (learner.policy, learner.reward.engine):
         trainable = [n for n, p in engine.module.named_parameters() if p.requires_grad]
         assert trainable and all("lora_" in n or n.startswith("score.") for n in trainable)
     learner.train_reward([PreferencePair(f"q {i}?", "a clear answer.", f"zz {i}", 0, 1) for i in range(8)], 1)
