@@ -41,8 +41,8 @@ from crowdless.learner.preference import train_preference
 from crowdless.learner.ranks import RankShare
 from crowdless.learner.reward_model import RewardModel
 from crowdless.learner.tokens import ResponseForward
-from crowdless.models import attention_implementation, resolve_dtype
-from crowdless.records import PreferencePair, RankedGroup, Rollout
+from crowdless.models.loading import attention_implementation, resolve_dtype
+from crowdless.data.records import PreferencePair, RankedGroup, Rollout
 
 
 class LearnerWorker:
@@ -149,9 +149,8 @@ class LearnerWorker:
         """(name, method) of what scores answers as this run's reward, for the held-out order
         check: a trained reward model's `score`, a preference objective's `implicit_rewards`
         (beta * log pi / pi_ref), or None where rewards came from the ranker alone."""
-        if self.reward is not None:
-            return "reward_model", "score"
-        return ("implicit_reward", "implicit_rewards") if self.objective.kind == "preference" else None
+        name = self.config.reward_scorer
+        return None if name is None else (name, {"reward_model": "score", "implicit_reward": "implicit_rewards"}[name])
 
     def score(self, prompts: list[str], answers: list[str]) -> list[float]:
         """Reward model scores of answers to prompts (used by PPO and by serving)."""
@@ -170,7 +169,7 @@ class LearnerWorker:
         """Mean per-token log pi(answer | prompt) under the policy as it is now (teacher forcing, the
         run's dtype): the evaluation's ref_logprob, for human reference answers (cut at
         eval.max_new_tokens tokens)."""
-        from crowdless.likelihood import answer_logprobs
+        from crowdless.models.likelihood import answer_logprobs
 
         mc = self.config.model
         self.policy.module.eval()

@@ -7,7 +7,7 @@ import numpy as np
 from actors import node_id, start_worker_process
 from configs.schema import RankingConfig
 from crowdless.ranking import embed, load_embedder, rank_group
-from crowdless.records import RankedGroup
+from crowdless.data.records import RankedGroup
 
 
 class RankerWorker:

@@ -14,9 +14,9 @@ import torch
 from actors import node_id, start_worker_process
 from cluster.weight_sync import PortableState, remove_weights_file, torch_state, write_weights_file
 from configs.schema import ModelConfig, RolloutConfig
-from crowdless.models import resolve_dtype
-from crowdless.prompts import encode_prompt, prompt_seed
-from crowdless.records import Rollout
+from crowdless.models.loading import resolve_dtype
+from crowdless.models.prompts import encode_prompt, prompt_seed
+from crowdless.data.records import Rollout
 
 
 class RolloutWorker:
@@ -37,7 +37,7 @@ class RolloutWorker:
         from transformers import AutoConfig
         from vllm import LLM
 
-        from crowdless.engine_args import vllm_engine_args
+        from crowdless.engines.vllm_args import vllm_engine_args
 
         self.tied_embeddings = bool(AutoConfig.from_pretrained(model_path).tie_word_embeddings)
         if not torch.cuda.is_available():

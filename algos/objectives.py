@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from algos.ppo import (
+from algos.losses import (
     compute_gae,
     kl_k3,
     kl_shaped_rewards,

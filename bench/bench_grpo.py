@@ -52,8 +52,8 @@ def bench_trl(args) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from crowdless.data import load_prompts
-    from crowdless.models import resolve_model
+    from crowdless.data.prompt_sets import load_prompts
+    from crowdless.models.loading import resolve_model
 
     path = resolve_model("embedded:smollm2-135m-instruct")
     prompts = [e.prompt for e in load_prompts("embedded:chatterbot")[0][:args.prompts * args.steps]]
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--out", default=None,
                         help="results file name under bench/results/ (default grpo, or grpo-SIDE with --only)")
     args = parser.parse_args()
-    from crowdless.models import resolve_dtype
+    from crowdless.models.loading import resolve_dtype
 
     args.dtype = resolve_dtype(args.dtype)
     figures: dict = {"workload": vars(args)}

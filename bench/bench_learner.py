@@ -35,9 +35,9 @@ def make_batch(tokenizer, prompts: int, answers: int, tokens: int, config):
     import numpy as np
 
     from algos.pairs import build_pairs
-    from crowdless.data import load_prompts
-    from crowdless.prompts import encode_prompt
-    from crowdless.records import RankedGroup, Rollout
+    from crowdless.data.prompt_sets import load_prompts
+    from crowdless.models.prompts import encode_prompt
+    from crowdless.data.records import RankedGroup, Rollout
 
     rng = np.random.default_rng(0)
     texts = [e.prompt for e in load_prompts("embedded:chatterbot")[0][:prompts]]
@@ -119,7 +119,7 @@ def floor_flops(learner, rows, config) -> float:
 def bench_objective(objective: str, old_logprobs: str, args) -> dict:
     from actors.learner_worker import LearnerWorker
     from configs.schema import load_config
-    from crowdless.models import resolve_model
+    from crowdless.models.loading import resolve_model
 
     source = "reward_model" if objective == "ppo" else "ranker"
     workload = {"rollout.prompts_per_iteration": args.prompts, "rollout.samples_per_prompt": args.answers,

@@ -19,7 +19,7 @@ from common import best_seconds, write_results  # noqa: E402
 from algos.isodata import isodata  # noqa: E402
 from algos.textrank import similarity_graph, textrank  # noqa: E402
 from configs.schema import IsodataConfig  # noqa: E402
-from crowdless.data import load_prompts  # noqa: E402
+from crowdless.data.prompt_sets import load_prompts  # noqa: E402
 from crowdless.ranking import embed, load_embedder  # noqa: E402
 
 

@@ -27,7 +27,7 @@ def make_pairs(count: int):
 
     from algos.noise import noisy_negative
     from algos.pairs import PreferencePair
-    from crowdless.data import load_prompts
+    from crowdless.data.prompt_sets import load_prompts
 
     rng = np.random.default_rng(0)
     examples = [e for e in load_prompts("embedded:chatterbot")[0] if e.reference][:count]
@@ -37,7 +37,7 @@ def make_pairs(count: int):
 def bench_crowdless(model: str, pairs, batch: int, max_length: int, dtype: str, overrides: list[str]) -> float:
     from actors.learner_worker import LearnerWorker
     from configs.schema import load_config
-    from crowdless.models import resolve_model
+    from crowdless.models.loading import resolve_model
 
     config = load_config("default", [f"reward.batch_size={batch}", f"reward.max_length={max_length}",
                                       "reward.eval_fraction=0", "reward.replay_pairs=0", f"model.dtype={dtype}",
@@ -54,7 +54,7 @@ def bench_trl(model: str, pairs, batch: int, max_length: int, dtype: str) -> flo
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
-    from crowdless.models import resolve_model
+    from crowdless.models.loading import resolve_model
 
     path = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating between the sides")
     parser.add_argument("--out", default=None, help="results file name under bench/results/ (default reward-DTYPE)")
     args = parser.parse_args()
-    from crowdless.models import resolve_dtype
+    from crowdless.models.loading import resolve_dtype
 
     args.dtype = resolve_dtype(args.dtype)
     pairs = make_pairs(args.pairs)

@@ -4,7 +4,7 @@
 
 Prints generated tokens/s per backend (best of --repeats, after one warm-up batch). `vllm-sort`
 is vLLM without crowdless's vLLM plugin, so with vLLM's own top-p, which sorts the vocabulary
-(crowdless/nucleus.py).
+(crowdless/engines/nucleus.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def main() -> None:
 
     from actors.rollout_worker import RolloutWorker
     from configs.schema import load_config
-    from crowdless.data import load_prompts
-    from crowdless.models import resolve_model
+    from crowdless.data.prompt_sets import load_prompts
+    from crowdless.models.loading import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")

@@ -27,7 +27,7 @@ from common import best_seconds, write_results  # noqa: E402
 def bench_rollout(config, workers: int, prompts: list[str], repeats: int) -> dict:
     from actors.rollout_worker import RolloutWorker
     from cluster.pool import WorkerPool
-    from crowdless.models import resolve_model
+    from crowdless.models.loading import resolve_model
 
     res = config.resources
     pool = WorkerPool(RolloutWorker, (resolve_model(config.model.policy), config.model, config.rollout, 0),
@@ -49,7 +49,7 @@ def bench_rollout(config, workers: int, prompts: list[str], repeats: int) -> dic
 def bench_learner(config, ranks: int, args, repeats: int) -> dict:
     from actors.learner_worker import LearnerWorker
     from cluster.learner_group import LearnerGroup
-    from crowdless.models import resolve_model
+    from crowdless.models.loading import resolve_model
 
     path = resolve_model(config.model.policy)
     config = config.model_copy(update={"resources": config.resources.model_copy(update={"learner_workers": ranks})})
@@ -83,7 +83,7 @@ def main() -> None:
     import ray
 
     from configs.schema import load_config
-    from crowdless.data import load_prompts
+    from crowdless.data.prompt_sets import load_prompts
 
     counts = [int(n) for n in args.workers.split(",")]
     config = load_config(args.config, [

@@ -62,10 +62,16 @@ RESUMABLE_KEYS = ("run.iterations", "run.dir")
 
 def config_changes(run_dir: Path, config_tree: dict) -> list[str]:
     """'key: recorded -> new' for every key whose value differs from RUN_DIR/config.yaml, beyond
-    RESUMABLE_KEYS. Keys only one side knows (a config written by another version) are skipped."""
+    RESUMABLE_KEYS. A key an earlier version recorded under another name is compared under its
+    name now (ppo.lr is policy.lr); keys only one side knows are skipped."""
     import yaml
 
+    from configs.schema import MOVED_TO_POLICY
+
     recorded = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    for key in MOVED_TO_POLICY:
+        if f"ppo.{key}" in recorded:
+            recorded.setdefault(f"policy.{key}", recorded.pop(f"ppo.{key}"))
     new = _flat(config_tree)
     return [f"{key}: {recorded[key]!r} -> {new[key]!r}" for key in new
             if key in recorded and key not in RESUMABLE_KEYS and recorded[key] != new[key]]

@@ -341,6 +341,17 @@ class CrowdlessConfig(Section):
 
         return get_objective(self.policy.objective).kind == "policy_gradient" and self.reward.source == "reward_model"
 
+    @property
+    def reward_scorer(self) -> str | None:
+        """What scores answers as this run's reward (the held-out order check, /v1/rewards): its
+        trained "reward_model", a preference objective's "implicit_reward" (beta * log pi / pi_ref),
+        or None where rewards came from the ranker alone."""
+        from algos.objectives import get_objective
+
+        if self.trains_reward_model:
+            return "reward_model"
+        return "implicit_reward" if get_objective(self.policy.objective).kind == "preference" else None
+
     @model_validator(mode="after")
     def _resolve_zero_stage(self) -> CrowdlessConfig:
         if self.learner.zero_stage == "auto":

@@ -10,8 +10,8 @@ import numpy as np
 
 from algos.pairs import build_pairs, rank_answers
 from configs.schema import RankingConfig
-from crowdless.models import resolve_model
-from crowdless.records import RankedGroup
+from crowdless.models.loading import resolve_model
+from crowdless.data.records import RankedGroup
 
 
 def load_embedder(ref: str = "embedded:all-minilm-l6-v2", device: str = "cpu"):

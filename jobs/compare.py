@@ -53,7 +53,7 @@ def _pooled_scores(runs: list[Path], set_name: str, iteration: int) -> dict:
     after another: each seed judges its own prompts, so seeds pool rather than average."""
     import numpy as np
 
-    from crowdless.evaluation import read_answers
+    from crowdless.evaluation.judge import read_answers
 
     per_run = [read_answers(run / "eval" / "answers" / set_name / f"iter-{iteration}.jsonl")[1] for run in runs]
     keys = [key for key in per_run[0] if all(key in scores for scores in per_run)]
@@ -61,7 +61,7 @@ def _pooled_scores(runs: list[Path], set_name: str, iteration: int) -> dict:
 
 
 def _headline(table: dict) -> dict:
-    from crowdless.evaluation import HEADLINE
+    from crowdless.evaluation.judge import HEADLINE
 
     return {m: table[m] for m in [*HEADLINE, "meteor_nosyn", "loop"] if m in table}
 
@@ -73,7 +73,7 @@ def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[
     all its seeds' prompts together. Each row: (set, label, against its own starting model,
     against the first variant's run(s) of the same seed(s), or None where the two judged different
     prompts: a variant that changes the trained prompts has another trained set)."""
-    from crowdless.evaluation import SETS, compare
+    from crowdless.evaluation.judge import SETS, compare
 
     first = next(iter(variant_runs))
     sets = [name for name in SETS if (variant_runs[first][0] / "eval" / "answers" / name).is_dir()]

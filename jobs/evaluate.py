@@ -4,7 +4,7 @@
                             [--data SOURCE] [--max-prompts N] [--no-agreement] [key.sub=value ...]
 
 The baseline is the run's starting model (model.policy) unless --baseline names another. The sets
-(crowdless/evaluation.py): trained (the distinct prompts in the run's samples/), unseen (its
+(crowdless/evaluation/judge.py): trained (the distinct prompts in the run's samples/), unseen (its
 held-out split, never trained on) and ood (eval.ood_source); with --data, one set "data" of every
 distinct prompt of that source (any spelling data.source accepts, with a reference field). For
 each checkpoint and set: the mean difference from the baseline per metric, ref_logprob (the
@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from configs.schema import ConfigError, load_config  # noqa: E402
-from crowdless.data import DataError, distinct_prompts, load_prompt_split, load_prompts  # noqa: E402
-from crowdless.models import ModelError, resolve_dtype, resolve_model  # noqa: E402
+from crowdless.data.prompt_sets import DataError, distinct_prompts, load_prompt_split, load_prompts  # noqa: E402
+from crowdless.models.loading import ModelError, resolve_dtype, resolve_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,7 +70,7 @@ def sampled_prompts(run_dir: Path) -> list[str]:
 
 
 def evaluation_sets(config, run_dir: Path, data: str | None) -> dict:
-    from crowdless.evaluation import build_sets
+    from crowdless.evaluation.judge import build_sets
 
     if data is not None:
         examples = load_prompts(data, prompt_field=config.data.prompt_field,
@@ -95,7 +95,7 @@ class PolicyLikelihood:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
 
     def __call__(self, prompts: list[str], answers: list[str]) -> list[float]:
-        from crowdless.likelihood import answer_logprobs
+        from crowdless.models.likelihood import answer_logprobs
 
         mc = self.config.model
         return answer_logprobs(self.model, self.tokenizer, prompts, answers,
@@ -107,9 +107,9 @@ def evaluate_run(args: argparse.Namespace) -> Path:
     from safetensors.torch import load_file
 
     from actors.rollout_worker import RolloutWorker
-    from crowdless.evaluation import HeldOutEvaluation, format_sets_table, verdict_line
-    from crowdless.reward import RewardScorer
-    from crowdless.report import write_report
+    from crowdless.evaluation.judge import HeldOutEvaluation, format_sets_table, verdict_line
+    from crowdless.models.reward import RewardScorer
+    from crowdless.evaluation.report import write_report
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").exists():

@@ -27,10 +27,10 @@ import numpy as np  # noqa: E402
 
 from cluster.run_dir import RunDirError  # noqa: E402
 from configs.schema import ConfigError, CrowdlessConfig, config_tree, dump_config, load_config  # noqa: E402
-from crowdless.data import DataError, PromptExample, load_prompt_split  # noqa: E402
-from crowdless.models import ModelError, resolve_dtype, resolve_model  # noqa: E402
+from crowdless.data.prompt_sets import DataError, PromptExample, load_prompt_split  # noqa: E402
+from crowdless.models.loading import ModelError, resolve_dtype, resolve_model  # noqa: E402
 from crowdless.ranking import ranking_statistics  # noqa: E402
-from crowdless.report import POLICY_SIGNALS, write_report  # noqa: E402
+from crowdless.evaluation.report import POLICY_SIGNALS, write_report  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,7 +133,7 @@ def evaluation_sets(config: CrowdlessConfig, run_dir: Path, train_prompts: list[
                     eval_prompts: list[PromptExample], resuming: bool) -> dict:
     """The evaluation's prompt sets (trained, unseen, ood), fixed in RUN_DIR/eval/sets.json when the
     run starts: a run resumed after its first checkpoint judges the very same prompts."""
-    from crowdless.evaluation import build_sets, load_sets, save_sets
+    from crowdless.evaluation.judge import build_sets, load_sets, save_sets
 
     path = run_dir / "eval" / "sets.json"
     if path.exists() and resuming:
@@ -148,7 +148,7 @@ def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start
                  train_prompts: list, eval_prompts: list, report, verbose: bool) -> None:
     from transformers import AutoConfig
 
-    from crowdless.engine_args import GIB, kv_bytes_per_token, kv_cache_bytes
+    from crowdless.engines.vllm_args import GIB, kv_bytes_per_token, kv_cache_bytes
 
     r, res = config.rollout, config.resources
     state = f"resuming at iteration {start_iteration}" if start_iteration > 1 else "new run"
@@ -235,7 +235,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
 
     evaluation = None
     if config.eval.every:  # 0. the starting policy on the evaluation sets: the baseline
-        from crowdless.evaluation import HeldOutEvaluation
+        from crowdless.evaluation.judge import HeldOutEvaluation
 
         sets = evaluation_sets(config, run_dir, train_prompts, eval_prompts, resuming=start_iteration > 1)
         print("[crowdless] evaluation sets: " + ", ".join(f"{name} {len(prompts)} prompts"
@@ -360,7 +360,7 @@ def report_held_out(evaluation, total: int, generate, learner, config) -> None:
     """The final policy against the starting one on every evaluation set, and how well the reward
     model (or the policy's implicit reward) and the ranker order sampled answers the way their
     similarity to the references does."""
-    from crowdless.evaluation import ORDERERS, format_sets_table, verdict_line
+    from crowdless.evaluation.judge import ORDERERS, format_sets_table, verdict_line
 
     tables = evaluation.compare("iter-0", f"iter-{total}")
     agreement = {}

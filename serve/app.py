@@ -99,7 +99,7 @@ class ModelSource:
     @classmethod
     def resolve(cls, model: str) -> ModelSource:
         from cluster.run_dir import latest_checkpoint
-        from crowdless.models import resolve_model
+        from crowdless.models.loading import resolve_model
 
         run_dir = Path(model)
         if (run_dir / "checkpoints").is_dir() or (run_dir / "config.yaml").exists():
@@ -151,24 +151,23 @@ class CrowdlessServer:
         """(scorer, what it is) for /v1/rewards: the run's reward model where it trained one; for a
         dpo or listwise run, the policy's implicit reward against its starting model (the config's
         model.policy); else (None, why there is none)."""
-        from algos.objectives import get_objective
-        from crowdless.models import resolve_dtype, resolve_model
+        from crowdless.models.loading import resolve_dtype, resolve_model
 
         cfg = self.config
         if source.reward_model is not None and Path(source.reward_model).exists():
-            from crowdless.reward import RewardScorer
+            from crowdless.models.reward import RewardScorer
 
             scorer = RewardScorer(source.reward_model, cfg.reward.max_length, cfg.model.use_chat_template,
                                   cfg.model.max_prompt_tokens)
             return scorer, "reward_model"
         if source.run_dir is None:
             return None, "this server serves a model, not a run: start it on a run directory"
-        if get_objective(cfg.policy.objective).kind != "preference":
+        if cfg.reward_scorer != "implicit_reward":
             return None, (f"this run (policy.objective={cfg.policy.objective}, reward.source={cfg.reward.source}) "
                           "trained no reward model and has no implicit reward; POST /v1/rank ranks answers")
         import torch
 
-        from crowdless.likelihood import ImplicitReward
+        from crowdless.models.likelihood import ImplicitReward
 
         scorer = ImplicitReward(source.policy, resolve_model(cfg.model.policy), cfg.policy.beta,
                                 getattr(torch, resolve_dtype(cfg.model.dtype)),
@@ -305,7 +304,7 @@ class CrowdlessServer:
 
     @app.post("/v1/completions")
     async def completions(self, request: Request):
-        from crowdless.prompts import encode_prompt
+        from crowdless.models.prompts import encode_prompt
 
         body = await self._parse(request, CompletionRequest)
         prompt_ids = encode_prompt(self.tokenizer, body.prompt, use_chat_template=False, max_tokens=10**9)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from configs.schema import ModelConfig, RolloutConfig
-from crowdless.models import resolve_dtype
+from crowdless.models.loading import resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class VllmEngine:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from crowdless.engine_args import vllm_engine_args
+        from crowdless.engines.vllm_args import vllm_engine_args
 
         self.tied_embeddings = bool(AutoConfig.from_pretrained(model_path).tie_word_embeddings)
         self.max_model_len = rollout.max_model_len

@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> str:
-    from crowdless.models import resolve_model
+    from crowdless.models.loading import resolve_model
 
     return resolve_model("embedded:tiny-llama")
 

@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
 from compare import comparison_rows, format_markdown, parse_variant, seed_list  # noqa: E402
 
 from configs.schema import EvalConfig  # noqa: E402
-from crowdless.data import DistinctPrompt  # noqa: E402
-from crowdless.evaluation import SystemAnswers, write_answers  # noqa: E402
+from crowdless.data.prompt_sets import DistinctPrompt  # noqa: E402
+from crowdless.evaluation.judge import SystemAnswers, write_answers  # noqa: E402
 
 
 def _write(run: Path, iteration: int, cosine: list[float], set_name: str = "unseen") -> None:

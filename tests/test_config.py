@@ -132,3 +132,12 @@ def test_the_api_key_is_a_secret_never_written_out(tmp_path):
     assert "sekrit-123" not in text and "api_key: '***'" in text
     (tmp_path / "config.yaml").write_text(text)
     assert load_config(tmp_path / "config.yaml").serve.api_key is None  # the recorded '***' is no key
+
+
+@pytest.mark.parametrize("objective,source,trains,scorer", [
+    ("ppo", "reward_model", True, "reward_model"), ("grpo", "ranker", False, None),
+    ("dpo", "reward_model", False, "implicit_reward"), ("listwise", "ranker", False, "implicit_reward")])
+def test_the_config_says_which_reward_model_and_scorer_a_run_has(objective, source, trains, scorer):
+    """The driver, the learner and the Serve app read these from the config, never from objective names."""
+    config = load_config("tiny", [f"policy.objective={objective}", f"reward.source={source}"])
+    assert config.trains_reward_model is trains and config.reward_scorer == scorer

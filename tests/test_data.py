@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crowdless import data
-from crowdless.data import (
+from crowdless.data import prompt_sets as data
+from crowdless.data.prompt_sets import (
     CONTEXT_CHARS,
     CONTEXT_TURNS,
     SQUAD_PROMPT,

@@ -206,7 +206,7 @@ def test_drills_a_frozen_rollout_worker_and_a_ranker_killed_mid_ranking(tmp_path
     from train import prompts_for_iteration
 
     from configs.schema import load_config
-    from crowdless.data import load_prompt_split
+    from crowdless.data.prompt_sets import load_prompt_split
 
     config = load_config("tiny")
     train_prompts = load_prompt_split(config.data, config.run.seed)[0]

@@ -3,8 +3,8 @@
 import pytest
 
 from configs.schema import ConfigError, load_config
-from crowdless import engine_args
-from crowdless.engine_args import GIB, KV_HEADROOM, check_kv_cache_fits, vllm_engine_args
+from crowdless.engines import vllm_args as engine_args
+from crowdless.engines.vllm_args import GIB, KV_HEADROOM, check_kv_cache_fits, vllm_engine_args
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs.schema import EvalConfig
-from crowdless.data import DistinctPrompt, PromptExample, normalize_prompt
-from crowdless.evaluation import (SystemAnswers, agreement, build_sets, compare, mean_reference_logprobs,
+from crowdless.data.prompt_sets import DistinctPrompt, PromptExample, normalize_prompt
+from crowdless.evaluation.judge import (SystemAnswers, agreement, build_sets, compare, mean_reference_logprobs,
                                   order_agreement, read_answers, verdict, verdict_line, write_answers)
 
 pytestmark = pytest.mark.unit
@@ -124,7 +124,7 @@ def test_reference_logprob_is_the_mean_over_a_prompts_first_references():
 
 
 def test_report_writes_tables_and_plots(tmp_path):
-    from crowdless.report import write_report
+    from crowdless.evaluation.report import write_report
 
     answers = tmp_path / "answers" / "unseen"
     for name, lengths in (("iter-0", [10, 12]), ("iter-2", [5, 7])):
@@ -160,7 +160,7 @@ def test_report_writes_tables_and_plots(tmp_path):
 
 
 def test_console_table_puts_the_sets_side_by_side():
-    from crowdless.evaluation import format_sets_table
+    from crowdless.evaluation.judge import format_sets_table
 
     up = {"difference": 0.5, "low": 0.1, "high": 0.9, "baseline": 1.0, "system": 1.5}
     flat = dict(up, low=-0.2)

@@ -7,7 +7,7 @@ from algos.pairs import PreferencePair
 from crowdless.learner.ranks import RankShare
 from crowdless.learner.replay import REPLAY_KEEP, load_replay, remember, save_replay
 from crowdless.learner.tokens import batch_rows, chunks, token_batch
-from crowdless.records import Rollout
+from crowdless.data.records import Rollout
 
 pytestmark = pytest.mark.unit
 
@@ -97,7 +97,7 @@ def test_train_steps_weights_each_loss_and_metric_by_the_ranks_share():
 
 def test_preference_items_and_their_padded_index():
     from crowdless.learner.preference import padded_lists, preference_items
-    from crowdless.records import RankedGroup
+    from crowdless.data.records import RankedGroup
 
     pair = PreferencePair("q", "good", "bad", 0, 1)
     group = RankedGroup("q", ["a", "b", "c"], [0.5, 0.3, 0.2], [0, 1, 2], [2, 0, 1], [pair])

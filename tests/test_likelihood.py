@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from crowdless.likelihood import answer_logprobs
-from crowdless.prompts import encode_answer, encode_prompt
+from crowdless.models.likelihood import answer_logprobs
+from crowdless.models.prompts import encode_answer, encode_prompt
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +44,7 @@ def test_answer_logprobs_equals_one_row_at_a_time(tiny_model_dir):
 def test_sums_and_the_implicit_reward_of_a_policy_against_itself(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from crowdless.likelihood import ImplicitReward
+    from crowdless.models.likelihood import ImplicitReward
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

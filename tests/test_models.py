@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from crowdless.models import ModelError, resolve_model
+from crowdless.models.loading import ModelError, resolve_model
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +47,7 @@ def test_local_paths_and_hub_ids(tmp_path):
 def test_auto_dtype_follows_the_hardware():
     import torch
 
-    from crowdless.models import resolve_dtype
+    from crowdless.models.loading import resolve_dtype
 
     assert resolve_dtype("float32") == "float32" and resolve_dtype("bfloat16") == "bfloat16"
     native_bf16 = (torch.cuda.is_bf16_supported() if torch.cuda.is_available()
@@ -64,7 +64,7 @@ def test_the_embedded_policy_is_the_gguf_files_weights(tmp_path):
     import numpy as np
     from safetensors.torch import load_file
 
-    from crowdless.models import _smollm2_gguf, resolve_model
+    from crowdless.models.loading import _smollm2_gguf, resolve_model
 
     saved = load_file(str(Path(resolve_model("embedded:smollm2-135m-instruct")) / "model.safetensors"))
     names = {"token_embd": "model.embed_tokens", "output_norm": "model.norm"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crowdless.nucleus import apply_top_p
+from crowdless.engines.nucleus import apply_top_p
 
 sort_ops = pytest.importorskip("vllm.v1.sample.ops.topk_topp_sampler")
 

@@ -17,7 +17,7 @@ from algos.objectives import (
     register_objective,
     returns_to_go,
 )
-from algos.ppo import compute_gae, kl_shaped_rewards, masked_whiten, policy_loss, value_loss
+from algos.losses import compute_gae, kl_shaped_rewards, masked_whiten, policy_loss, value_loss
 
 pytestmark = pytest.mark.unit
 
@@ -214,7 +214,7 @@ def test_returns_to_go_is_discounted_sum():
 
 # ---- PPO ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kl_mode,whiten", [("token", True), ("sequence", False)])
-def test_ppo_through_the_registry_equals_algos_ppo(kl_mode, whiten):
+def test_ppo_through_the_registry_equals_algos_losses(kl_mode, whiten):
     g = torch.Generator().manual_seed(3)
     mask = _mask([3, 1, 2, 3], 3)
     scores = torch.randn(4, generator=g)

@@ -245,7 +245,7 @@ def test_why_the_old_isodata_defaults_dropped_the_negatives(embedder):
 def test_ranking_statistics_by_hand():
     from algos.pairs import PreferencePair
     from crowdless.ranking import ranking_statistics
-    from crowdless.records import RankedGroup
+    from crowdless.data.records import RankedGroup
 
     # group 1: answers 0..3, answer 2 scored lowest; kept [1, 0, 2] (3 merged into 1)
     reached = RankedGroup("p", ["a", "b", "c", "d"], [0.3, 0.4, 0.1, 0.2], [0, 1, 2, 1], [1, 0, 2], [

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from crowdless.rank_cli import main
+from crowdless.cli.rank import main
 
 pytestmark = pytest.mark.unit
 

@@ -87,3 +87,22 @@ def test_scale_writes_what_the_driver_reads(tmp_path, capsys):
     assert scale.main([str(tmp_path), "--rollout-workers", "0"]) == 2
     (tmp_path / "control.yaml").write_text("bogus: 1\n")
     assert scale.main([str(tmp_path), "--rollout-workers", "2"]) == 2 and "bogus" in capsys.readouterr().err
+
+
+def test_a_run_recorded_before_the_policy_keys_moved_is_compared_under_their_new_names(tmp_path):
+    """ppo.lr and its kin became policy.*: resuming a run whose config.yaml has ppo.lr with another
+    policy.lr must name the change, not skip a key only one side knows."""
+    import yaml
+
+    from cluster.run_dir import config_changes
+    from configs.schema import config_tree
+
+    config = load_config("tiny")
+    recorded = config_tree(config)
+    recorded["ppo"]["lr"] = recorded["policy"].pop("lr") * 10  # as an earlier version wrote it
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(recorded))
+    assert config_changes(tmp_path, config_tree(config)) == [
+        f"policy.lr: {config.policy.lr * 10!r} -> {config.policy.lr!r}"]
+    recorded["ppo"]["lr"] = config.policy.lr
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(recorded))
+    assert config_changes(tmp_path, config_tree(config)) == []

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from crowdless.reward import pad_right
-from crowdless.shared_prefix import MIN_SHARED_TOKENS, forward_sharing_prefix, shared_prefix_length
+from crowdless.models.reward import pad_right
+from crowdless.models.shared_prefix import MIN_SHARED_TOKENS, forward_sharing_prefix, shared_prefix_length
 
 SYSTEM = list(range(100, 100 + MIN_SHARED_TOKENS + 4))
 
@@ -58,7 +58,7 @@ def test_shared_prefix_forward_of_a_base_model_covers_the_positions_after_the_pr
 def test_reward_scores_and_their_gradients_are_the_same_with_the_prefix_shared(tiny_model_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from crowdless.reward import sequence_scores
+    from crowdless.models.reward import sequence_scores
 
     ids, attention = _rows()
     results = {}

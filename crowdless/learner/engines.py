@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from configs.schema import LearnerConfig
-from crowdless.lora import add_lora, merged_state_dict
+from crowdless.models.lora import add_lora, merged_state_dict
 
 ZERO_BUCKET_ELEMENTS = 2 * 10**7  # ZeRO reduce / all-gather bucket size
 

@@ -11,8 +11,8 @@ from algos.objectives import ObjectiveParams, sequence_logprobs
 from configs.schema import CrowdlessConfig
 from crowdless.learner.ranks import RankShare
 from crowdless.learner.tokens import ResponseForward, chunks, token_batch
-from crowdless.prompts import encode_answer, encode_prompt
-from crowdless.records import Rollout
+from crowdless.models.prompts import encode_answer, encode_prompt
+from crowdless.data.records import Rollout
 
 
 @dataclass

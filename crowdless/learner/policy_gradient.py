@@ -14,7 +14,7 @@ from configs.schema import RewardConfig
 from crowdless.learner.policy import PolicyModels, objective_params
 from crowdless.learner.steps import StepLosses, train_steps
 from crowdless.learner.tokens import chunks, pad_floats, token_batch
-from crowdless.records import RankedGroup, Rollout
+from crowdless.data.records import RankedGroup, Rollout
 
 
 def sequence_rewards(config: RewardConfig, rollouts: list[Rollout], groups: list[RankedGroup],

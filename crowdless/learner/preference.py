@@ -14,7 +14,7 @@ from algos.objectives import Objective, PreferenceBatch, sequence_logprobs
 from crowdless.learner.policy import PolicyModels, objective_params
 from crowdless.learner.steps import StepLosses, train_steps
 from crowdless.learner.tokens import token_batch
-from crowdless.records import RankedGroup, Rollout
+from crowdless.data.records import RankedGroup, Rollout
 
 Row = tuple[str, str]  # (prompt, answer text)
 

@@ -9,14 +9,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from algos.ppo import pairwise_reward_loss
+from algos.losses import pairwise_reward_loss
 from configs.schema import CrowdlessConfig
 from crowdless.learner.ranks import RankShare
 from crowdless.learner.replay import remember
 from crowdless.learner.steps import StepLosses, train_steps
 from crowdless.learner.tokens import chunks
-from crowdless.records import PreferencePair
-from crowdless.reward import encode_for_reward, sequence_scores
+from crowdless.data.records import PreferencePair
+from crowdless.models.reward import encode_for_reward, sequence_scores
 
 
 class RewardModel:

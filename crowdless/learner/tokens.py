@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from crowdless.records import Rollout
-from crowdless.reward import pad_right, token_values
-from crowdless.shared_prefix import forward_sharing_prefix, shared_prefix_length
+from crowdless.data.records import Rollout
+from crowdless.models.reward import pad_right, token_values
+from crowdless.models.shared_prefix import forward_sharing_prefix, shared_prefix_length
 
 
 def chunks(n: int, size: int, order: torch.Tensor | None = None):

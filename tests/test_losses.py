@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from algos.ppo import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_reward_loss,
+from algos.losses import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_reward_loss,
                        policy_loss, value_loss)
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from configs.schema import ConfigError, ModelConfig, RolloutConfig
-from crowdless.models import resolve_dtype
+from crowdless.models.loading import resolve_dtype
 
 GIB = 1024**3
 KV_HEADROOM = 1.25  # block rounding and the scheduler's slack

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from crowdless.prompts import encode_answer, encode_prompt
-from crowdless.shared_prefix import forward_sharing_prefix, shared_prefix_length
+from crowdless.models.prompts import encode_answer, encode_prompt
+from crowdless.models.shared_prefix import forward_sharing_prefix, shared_prefix_length
 
 
 def pad_right(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crowdless.evaluation import CIRCULAR_NOTE, ORDERERS, SETS, read_answers, verdict
+from crowdless.evaluation.judge import CIRCULAR_NOTE, ORDERERS, SETS, read_answers, verdict
 
 # What each policy objective reports about its own training, as metrics.jsonl names it:
 # (key, console label, digits, plot title). The policy-gradient objectives report the KL to the

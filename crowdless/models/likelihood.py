@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from crowdless.prompts import encode_answer, encode_prompt
-from crowdless.reward import pad_right
+from crowdless.models.prompts import encode_answer, encode_prompt
+from crowdless.models.reward import pad_right
 
 
 @torch.no_grad()

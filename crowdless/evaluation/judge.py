@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from algos.metrics import answer_scores, distinct_n, load_wordnet, paired_bootstrap
-from crowdless.data import DistinctPrompt, PromptExample, distinct_prompts, first_turns, normalize_prompt
+from crowdless.data.prompt_sets import DistinctPrompt, PromptExample, distinct_prompts, first_turns, normalize_prompt
 
 SETS = ("trained", "unseen", "ood")
 # Metrics the verdict reads, in report order (METEOR as meteor_nosyn where WordNet is missing).
@@ -148,7 +148,7 @@ def trained_set(trained_prompts: list[str], train: list[PromptExample], limit: i
 
 def ood_set(source: str, run_examples: list[PromptExample], limit: int | None, seed: int) -> list[DistinctPrompt]:
     """First turns of another source, without any prompt the run's data holds, in a seeded order."""
-    from crowdless.data import load_prompts
+    from crowdless.data.prompt_sets import load_prompts
 
     examples, _ = load_prompts(source, on_bad_row="skip")
     taken = {normalize_prompt(e.prompt) for e in run_examples}
@@ -262,7 +262,7 @@ class HeldOutEvaluation:
 
     def __init__(self, eval_config, sets: dict[str, list[DistinctPrompt]], out_dir: Path, seed: int,
                  circular: bool = False):
-        from crowdless.data import DataError
+        from crowdless.data.prompt_sets import DataError
 
         if not sets:
             raise DataError("evaluation needs prompts with reference answers: set data.reference_field "

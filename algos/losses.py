@@ -1,4 +1,6 @@
-"""PPO maths on padded batches (pure torch). Shapes: [B, T] over response tokens, mask 1 = real token.
+"""Token-level losses and estimators the objectives share (pure torch): masked mean and whitening,
+the k3 KL estimate and KL-shaped rewards, GAE, PPO's clipped policy and value losses, and the
+reward model's pairwise loss. Shapes: [B, T] over response tokens, mask 1 = real token.
 
 References: Schulman et al. 2017 (clipped objective), Schulman et al. 2016 (GAE),
 Ziegler et al. 2019 (per-token KL penalty to a reference policy), and the paper's

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from configs.schema import ConfigError, load_config
-from crowdless.data import DataError, read_jsonl
+from crowdless.data.prompt_sets import DataError, read_jsonl
 from crowdless.ranking import embed, load_embedder, rank_group
 
 CHUNK_GROUPS = 256  # groups embedded together: one batch call, bounded memory

@@ -1,0 +1,1 @@
+"""vLLM engine arguments and the sampler plugin vLLM loads in its processes."""

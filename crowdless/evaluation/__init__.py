@@ -1,0 +1,1 @@
+"""The held-out judge (trained / unseen / out-of-domain sets, paired bootstrap) and its report."""

@@ -1,0 +1,1 @@
+"""Models: resolving and loading them (GGUF included), LoRA, prompt and answer tokens, reward and likelihood forwards."""
