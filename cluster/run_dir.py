@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 
@@ -156,12 +157,12 @@ class MetricsLog:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, iteration: int, metrics: dict) -> None:
-        record = {"iteration": iteration, **{k: _plain(v) for k, v in metrics.items()}}
+        record = {"iteration": iteration, "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
         with self.path.open("a") as out:
             out.write(json.dumps(record) + "\n")
         if self.writer:
             for key, value in record.items():
-                if isinstance(value, (int, float)) and value is not None and key != "iteration":
+                if isinstance(value, (int, float)) and value is not None and key not in ("iteration", "time"):
                     self.writer.add_scalar(key, value, iteration)
             self.writer.flush()
 

@@ -71,6 +71,10 @@ class DataConfig(Section):
     )
     split: str = Field("train", description="Split to read from a hub dataset.")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Held out for evaluation.")
+    eval_source: str | None = Field(
+        None, description="Held-out prompts with references from a source of their own (any data.source "
+        "spelling); every prompt of data.source then trains, but those also in eval_source. null: "
+        "data.eval_fraction of data.source's prompts are held out.")
     max_prompts: int | None = Field(None, ge=1, description="Use at most this many prompts.")
     on_bad_row: Literal["error", "skip"] = Field(
         "error", description="A malformed row stops loading, or is skipped and counted."
@@ -293,6 +297,24 @@ class ServeConfig(Section):
     poll_seconds: float = Field(2.0, gt=0.0, description="How often replicas look for a new checkpoint.")
     max_num_seqs: int = Field(
         32, ge=1, description="Sequences one replica decodes at once; sizes its CPU KV cache.")
+    state_dir: str = Field(
+        "runs/service", description="The tuning service's state: its database (jobs, files), uploaded "
+        "files and each job's run directory. The environment variable CROWDLESS_STATE_DIR overrides it.")
+
+
+class ServiceConfig(Section):
+    """The tuning service on the Serve app: /v1/files and /v1/fine_tuning/jobs (serve/tuning.py)."""
+
+    max_concurrent_jobs: int = Field(1, ge=1, description="Jobs running at once; later ones wait as queued.")
+    max_file_bytes: int = Field(10_000_000, ge=1024, description="Largest prompts file an upload may hold.")
+    tunable_models: list[str] = Field(
+        default_factory=list, description="Models a job may tune besides the server's model.policy and "
+        "the embedded names (embedded:...): model references or paths on the cluster.")
+    max_resident_models: int = Field(
+        2, ge=1, description="Fine-tuned models one replica keeps loaded (each an engine of its own); "
+        "the least recently used one is unloaded for the next.")
+    job_timeout_s: float = Field(
+        6 * 3600.0, gt=0.0, description="A running job longer than this is stopped and marked failed.")
 
 
 class EvalConfig(Section):
@@ -332,6 +354,7 @@ class CrowdlessConfig(Section):
     learner: LearnerConfig = LearnerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     serve: ServeConfig = ServeConfig()
+    service: ServiceConfig = ServiceConfig()
     eval: EvalConfig = EvalConfig()
 
     @property

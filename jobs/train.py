@@ -58,31 +58,20 @@ def prompts_for_iteration(prompts: list[PromptExample], iteration: int, per_iter
 
 
 class PhaseTimer:
-    def __init__(self):
+    """Times an iteration's phases (seconds_* in metrics.jsonl) and appends each phase's start to
+    RUN/events.jsonl, which the tuning service's job events and anyone tailing the run read."""
+
+    def __init__(self, events: Path, iteration: int):
         self.seconds: dict[str, float] = {}
+        self.events, self.iteration = events, iteration
 
     @contextmanager
     def __call__(self, phase: str):
+        with self.events.open("a") as out:
+            out.write(json.dumps({"time": time.time(), "iteration": self.iteration, "phase": phase}) + "\n")
         start = time.perf_counter()
         yield
         self.seconds[f"seconds_{phase}"] = round(time.perf_counter() - start, 3)
-
-
-def check_resources(config: CrowdlessConfig, available: dict) -> None:
-    """Fail now, naming the keys, rather than wait forever for workers Ray cannot place."""
-    res = config.resources
-    needs = {
-        "CPU": res.learner_cpus * res.learner_workers + res.rollout_cpus * config.rollout.num_workers
-        + res.ranker_cpus * config.ranking.num_workers + config.serve.enabled * config.serve.replica_cpus,
-        "GPU": res.learner_gpus * res.learner_workers + res.rollout_gpus * config.rollout.num_workers
-        + config.serve.enabled * config.serve.replica_gpus,
-    }
-    for kind, needed in needs.items():
-        if needed > available.get(kind, 0) + 1e-9:
-            raise ConfigError(
-                f"the workers need {needed:g} {kind}s but the Ray cluster has {available.get(kind, 0):g}: "
-                f"lower resources.learner_{kind.lower()}s / rollout_{kind.lower()}s / ranker_cpus, "
-                "serve.replica_cpus / replica_gpus, or rollout.num_workers / ranking.num_workers")
 
 
 def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path | None, env: dict[str, str]):
@@ -97,6 +86,8 @@ def start_workers(config: CrowdlessConfig, policy_path: str, resume_from: Path |
     from cluster.pool import WorkerPool
 
     res = config.resources
+    from cluster.resources import check_resources
+
     check_resources(config, ray.cluster_resources())
     reference_path = resolve_model(config.model.policy)
     reward_path = resolve_model(config.model.reward_backbone or config.model.policy)
@@ -160,7 +151,9 @@ def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start
         f"crowdless: {run_dir} ({state}, {config.run.iterations} iterations)",
         f"  policy   {config.model.policy} ({dtype}" + (", auto" if config.model.dtype == "auto" else "") + ")",
         f"  data     {config.data.source}: {report.loaded} rows, {report.distinct_prompts} distinct prompts; "
-        f"split by prompt: {len(train_prompts)} train / {len(eval_prompts)} held-out rows"
+        + (f"split by prompt: {len(train_prompts)} train / " if config.data.eval_source is None else
+           f"{len(train_prompts)} train; held out from {config.data.eval_source}: ")
+        + f"{len(eval_prompts)} held-out rows"
         + (f" ({report.skipped} malformed rows skipped)" if report.skipped else ""),
         f"  batch    {r.prompts_per_iteration} prompts x {r.samples_per_prompt} answers, "
         f"<= {r.max_new_tokens} new tokens",
@@ -245,7 +238,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
         if start_iteration == 1:
             metrics_log.log(0, prefixed("eval_", evaluation.evaluate("iter-0", generate, answer_logprobs)))
     for iteration in range(start_iteration, total + 1):
-        phase = PhaseTimer()
+        phase = PhaseTimer(run_dir / "events.jsonl", iteration)
         control_error = apply_control(run_dir, rollouts)
         prompts = [p.prompt for p in prompts_for_iteration(
             train_prompts, iteration, config.rollout.prompts_per_iteration, config.run.seed)]
@@ -298,6 +291,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
             **rm_metrics, **policy_metrics, **held_out, **phase.seconds,
             **ranking_statistics(ranked),
             "response_length": float(np.mean([len(r.response_ids) for r in flat])),
+            "response_tokens": sum(len(r.response_ids) for r in flat),
             "response_truncated": float(np.mean([not r.finished for r in flat])),  # cut at the cap
             "rollout_tokens_per_second": generated_tokens / phase.seconds["seconds_rollout"],
             "weight_sync_seconds_max": max(sync_seconds),

@@ -5,7 +5,11 @@ model and the label-free ranker as services, following a training run's checkpoi
     serve run configs/serve.yaml                    # the same through Serve's config file
 
 Routes: POST /v1/completions, POST /v1/chat/completions (stream: true -> server-sent events),
-GET /v1/models, POST /v1/rewards, POST /v1/rank, GET /healthz.
+GET /v1/models, POST /v1/rewards, POST /v1/rank, GET /healthz; and the tuning service
+(serve/tuning.py): POST/GET /v1/files, GET/DELETE /v1/files/{id}, POST/GET
+/v1/fine_tuning/jobs, GET /v1/fine_tuning/jobs/{id}, POST .../{id}/cancel, GET .../{id}/events,
+GET .../{id}/checkpoints. A succeeded job's fine_tuned_model (and each checkpoint's name) is
+answered by the completion routes, loaded on first use through Serve's model multiplexing.
 
 Every error answer is {"error": {"message", "type", "param", "code", "request_id"}}; an
 unexpected failure answers 500 with its request id only, and its traceback goes to the server's
@@ -34,6 +38,7 @@ from ray import serve
 
 from configs.schema import CrowdlessConfig, load_config, parse_override
 from serve.schemas import AnswersRequest, ChatCompletionRequest, CompletionRequest, SamplingFields
+from serve.tuning import ServiceError, TuningService, state_dir
 
 app = FastAPI(title="crowdless")
 
@@ -66,6 +71,11 @@ def error_response(request: Request, status: int, message: str, param: str | Non
 @app.exception_handler(ApiError)
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:
     return error_response(request, error.status, error.message, error.param, error.kind, error.code)
+
+
+@app.exception_handler(ServiceError)
+async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
+    return error_response(request, error.status, error.message, error.param, code=error.code)
 
 
 @app.exception_handler(RequestValidationError)
@@ -111,6 +121,23 @@ class ModelSource:
         return cls(resolve_model(model), None, None, None)
 
 
+@dataclass
+class ServedModel:
+    """A model the completion routes answer with: its engine and tokenizer."""
+
+    engine: object
+    tokenizer: object
+
+
+class TunedModel(ServedModel):
+    """A fine-tuned model's own engine, shut down when model multiplexing unloads it."""
+
+    def __del__(self) -> None:  # Serve's model multiplexing calls this when it unloads the model
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.shutdown()
+
+
 @serve.deployment(name="crowdless", max_ongoing_requests=64)
 @serve.ingress(app)
 class CrowdlessServer:
@@ -133,11 +160,52 @@ class CrowdlessServer:
         self.reward, self.reward_kind = self._load_reward(self.source)
         self.loaded_at = time.time()
         self._watcher: asyncio.Task | None = None
+        self._tuning_task: asyncio.Task | None = None
+        self.tuning = TuningService(self.config, config, overrides or [], _job_client, ray_cluster_resources,
+                                    reserved_cpus=self.config.serve.replica_cpus)
+        self.swap_in_seconds: dict[str, float] = {}
+        # fine-tuned models, loaded on first use, the least recently used unloaded past the limit
+        self._tuned_model = serve.multiplexed(max_num_models_per_replica=self.config.service.max_resident_models)(
+            self._load_tuned_model)
+
+    async def _load_tuned_model(self, name: str) -> ServedModel:
+        from transformers import AutoTokenizer
+
+        from serve.engine import start_engine
+
+        path = await asyncio.to_thread(self.tuning.policy_for, name)
+        started = time.perf_counter()
+        tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, path)
+        engine = await asyncio.to_thread(start_engine, path, self.config.model, self.config.rollout,
+                                         self.config.run.seed, self.config.serve.max_num_seqs)
+        self.swap_in_seconds[name] = time.perf_counter() - started
+        print(f"[crowdless.serve] loaded {name} in {self.swap_in_seconds[name]:.1f}s", flush=True)
+        return TunedModel(engine, tokenizer)
+
+    async def _model(self, name: str, param: str = "model") -> ServedModel:
+        """The engine and tokenizer that answer under `name`: this server's model, or a fine-tuned one."""
+        if name in (self.name, self.source.policy):
+            return ServedModel(self.engine, self.tokenizer)
+        if await asyncio.to_thread(self.tuning.policy_for, name) is None:
+            raise ApiError(404, f"model {name!r} is not served here; GET /v1/models lists the models",
+                           param, code="model_not_found")
+        return await self._tuned_model(name)
 
     def _ensure_watcher(self) -> None:
         """Started from the replica's event loop (a request or Serve's health check), not __init__."""
         if self.source.run_dir and (self._watcher is None or self._watcher.done()):
             self._watcher = asyncio.get_running_loop().create_task(self._follow_run())
+        if self._tuning_task is None or self._tuning_task.done():
+            self._tuning_task = asyncio.get_running_loop().create_task(self._follow_jobs())
+
+    async def _follow_jobs(self) -> None:
+        """Follow the tuning jobs' Ray jobs and start queued ones, also while nobody asks."""
+        while True:
+            try:
+                await asyncio.to_thread(self.tuning.refresh)
+            except Exception:
+                print(f"[crowdless.serve] following tuning jobs failed:\n{traceback.format_exc()}", flush=True)
+            await asyncio.sleep(self.config.serve.poll_seconds)
 
     async def check_health(self) -> None:  # Serve calls this every few seconds
         self._ensure_watcher()
@@ -234,20 +302,17 @@ class CrowdlessServer:
         except Exception as error:  # pydantic.ValidationError
             raise RequestValidationError(getattr(error, "errors", lambda: [])()) from None
 
-    def _check_sampling(self, body: SamplingFields, prompt_ids: list[int], prompt_param: str) -> None:
+    def _check_sampling(self, body: SamplingFields, prompt_ids: list[int], prompt_param: str, engine) -> None:
         limits = self.config.serve
-        if body.model not in (self.name, self.source.policy):
-            raise ApiError(404, f"model {body.model!r} is not served here; GET /v1/models lists {self.name!r}",
-                           "model", code="model_not_found")
         if body.max_tokens > limits.max_tokens_limit:
             raise ApiError(400, f"max_tokens {body.max_tokens} is over this server's limit {limits.max_tokens_limit}",
                            "max_tokens")
         if body.n > limits.max_n:
             raise ApiError(400, f"n {body.n} is over this server's limit {limits.max_n}", "n")
-        if len(prompt_ids) + body.max_tokens > self.engine.max_model_len:
+        if len(prompt_ids) + body.max_tokens > engine.max_model_len:
             raise ApiError(400, f"prompt ({len(prompt_ids)} tokens) + max_tokens ({body.max_tokens}) exceeds "
-                           f"the context length {self.engine.max_model_len}", prompt_param)
-        if body.seed is not None and not self.engine.supports_seed:
+                           f"the context length {engine.max_model_len}", prompt_param)
+        if body.seed is not None and not engine.supports_seed:
             raise ApiError(400, "seed is not supported by this engine (vLLM's CPU sampler cannot seed single "
                            "requests); omit it, or serve with rollout.backend=transformers", "seed")
 
@@ -258,16 +323,16 @@ class CrowdlessServer:
                                body.stop_list, body.seed)
 
     # ---- generation -------------------------------------------------------------------------
-    async def _respond(self, body: SamplingFields, prompt_ids: list[int], chat: bool):
+    async def _respond(self, body: SamplingFields, prompt_ids: list[int], chat: bool, engine):
         request = self._sampling_request(body, prompt_ids)
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         if body.stream:
-            return StreamingResponse(self._stream(request, ident, created, kind, body.model, chat),
+            return StreamingResponse(self._stream(request, ident, created, kind, body.model, chat, engine),
                                      media_type="text/event-stream")
         texts, reasons, tokens = [""] * body.n, [None] * body.n, [0] * body.n
-        async for delta in self.engine.generate(request):
+        async for delta in engine.generate(request):
             texts[delta.index] += delta.text
             tokens[delta.index] = delta.tokens
             reasons[delta.index] = delta.finish_reason or reasons[delta.index]
@@ -281,7 +346,7 @@ class CrowdlessServer:
         return {"id": ident, "object": kind, "created": created, "model": body.model,
                 "choices": choices, "usage": usage}
 
-    async def _stream(self, request, ident: str, created: int, kind: str, model: str, chat: bool):
+    async def _stream(self, request, ident: str, created: int, kind: str, model: str, chat: bool, engine):
         chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
         def event(choice: dict) -> str:
@@ -292,7 +357,7 @@ class CrowdlessServer:
             for index in range(request.n):
                 yield event({"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
         try:
-            async for delta in self.engine.generate(request):
+            async for delta in engine.generate(request):
                 content = {"delta": {"content": delta.text}} if chat else {"text": delta.text, "logprobs": None}
                 yield event({"index": delta.index, **content, "finish_reason": delta.finish_reason})
         except Exception:  # the stream has started: report in-band, keep the server up
@@ -307,22 +372,24 @@ class CrowdlessServer:
         from crowdless.models.prompts import encode_prompt
 
         body = await self._parse(request, CompletionRequest)
-        prompt_ids = encode_prompt(self.tokenizer, body.prompt, use_chat_template=False, max_tokens=10**9)
-        self._check_sampling(body, prompt_ids, "prompt")
-        return await self._respond(body, prompt_ids, chat=False)
+        model = await self._model(body.model)
+        prompt_ids = encode_prompt(model.tokenizer, body.prompt, use_chat_template=False, max_tokens=10**9)
+        self._check_sampling(body, prompt_ids, "prompt", model.engine)
+        return await self._respond(body, prompt_ids, chat=False, engine=model.engine)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
         body = await self._parse(request, ChatCompletionRequest)
+        model = await self._model(body.model)
         messages = [m.model_dump() for m in body.messages]
-        if self.tokenizer.chat_template:
-            encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if model.tokenizer.chat_template:
+            encoded = model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             prompt_ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
         else:
             text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
-            prompt_ids = self.tokenizer(text)["input_ids"]
-        self._check_sampling(body, prompt_ids, "messages")
-        return await self._respond(body, prompt_ids, chat=True)
+            prompt_ids = model.tokenizer(text)["input_ids"]
+        self._check_sampling(body, prompt_ids, "messages", model.engine)
+        return await self._respond(body, prompt_ids, chat=True, engine=model.engine)
 
     # ---- models, rewards, ranking ---------------------------------------------------------
     @app.get("/v1/models")
@@ -331,10 +398,11 @@ class CrowdlessServer:
         checkpoint = None
         if self.source.run_dir:  # the run's name, never a path on this server
             checkpoint = {"run": self.source.run_dir.name, "iteration": self.source.iteration}
+        tuned = await asyncio.to_thread(self.tuning.served_models)
         return {"object": "list", "data": [{
             "id": self.name, "object": "model", "created": int(self.loaded_at), "owned_by": "crowdless",
             "root": self.name, "checkpoint": checkpoint,
-        }]}
+        }, *tuned]}
 
     @app.post("/v1/rewards")
     async def rewards(self, request: Request):
@@ -360,9 +428,98 @@ class CrowdlessServer:
         group = await asyncio.to_thread(run)
         return {"object": "ranking", **group.to_json()}
 
+    # ---- the tuning service: files and fine-tuning jobs (serve/tuning.py) --------------------
+    @app.post("/v1/files")
+    async def create_file(self, request: Request):
+        self._authorize(request)
+        limit = self.config.service.max_file_bytes + 65536  # the multipart envelope around the file
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise ApiError(413, f"upload over {self.config.service.max_file_bytes} bytes (service.max_file_bytes)")
+        try:
+            form = await request.form()
+        except Exception as error:  # not multipart/form-data, or a broken body
+            raise ApiError(400, f"expected a multipart/form-data body with 'file' and 'purpose': {error}") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(400, "missing the 'file' part (multipart/form-data)", "file")
+        data = await upload.read()
+        return await asyncio.to_thread(self.tuning.create_file, upload.filename or "upload.jsonl", data,
+                                       str(form.get("purpose") or ""))
+
+    @app.get("/v1/files")
+    async def list_files(self, request: Request):
+        self._authorize(request)
+        return {"object": "list", "data": await asyncio.to_thread(self.tuning.list_files)}
+
+    @app.get("/v1/files/{file_id}")
+    async def get_file(self, file_id: str, request: Request):
+        self._authorize(request)
+        return await asyncio.to_thread(self.tuning.get_file, file_id)
+
+    @app.delete("/v1/files/{file_id}")
+    async def delete_file(self, file_id: str, request: Request):
+        self._authorize(request)
+        return await asyncio.to_thread(self.tuning.delete_file, file_id)
+
+    async def _json(self, request: Request) -> dict:
+        self._authorize(request)
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ApiError(400, f"request body is not valid JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        return body
+
+    @app.post("/v1/fine_tuning/jobs")
+    async def create_job(self, request: Request):
+        body = await self._json(request)
+        return await asyncio.to_thread(self.tuning.create_job, body)
+
+    @app.get("/v1/fine_tuning/jobs")
+    async def list_jobs(self, request: Request, after: str | None = None, limit: int = 20):
+        self._authorize(request)
+        await asyncio.to_thread(self.tuning.refresh)
+        return await asyncio.to_thread(self.tuning.list_jobs, after, limit)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}")
+    async def get_job(self, job_id: str, request: Request):
+        self._authorize(request)
+        await asyncio.to_thread(self.tuning.refresh)
+        return await asyncio.to_thread(self.tuning.get_job, job_id)
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+    async def cancel_job(self, job_id: str, request: Request):
+        self._authorize(request)
+        return await asyncio.to_thread(self.tuning.cancel_job, job_id)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+    async def job_events(self, job_id: str, request: Request, after: str | None = None, limit: int = 20):
+        self._authorize(request)
+        return await asyncio.to_thread(self.tuning.events, job_id, after, limit)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    async def job_checkpoints(self, job_id: str, request: Request, after: str | None = None, limit: int = 10):
+        self._authorize(request)
+        return await asyncio.to_thread(self.tuning.checkpoints, job_id, after, limit)
+
     @app.get("/healthz")
     async def healthz(self):
         return {"status": "ok", "model": self.name, "iteration": self.source.iteration}
+
+
+def _job_client():
+    """Ray's job API of the cluster this replica runs on (its GCS address names it)."""
+    import ray
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(ray.get_runtime_context().gcs_address)
+
+
+def ray_cluster_resources() -> dict:
+    import ray
+
+    return ray.cluster_resources()
 
 
 def build_app(args: dict, api_key: str | None = None) -> serve.Application:
@@ -376,6 +533,8 @@ def build_app(args: dict, api_key: str | None = None) -> serve.Application:
     overrides = list(args.get("overrides", []))
     config = load_config(args.get("config", "default"), overrides)
     public = [o for o in overrides if parse_override(o)[0] != ["serve", "api_key"]]
+    # the service's state directory as the caller sees it: replicas may start in another folder
+    public.append(f"serve.state_dir={state_dir(config)}")
     key = api_key or (config.serve.api_key.get_secret_value() if config.serve.api_key else None)
     options = {"num_cpus": config.serve.replica_cpus, "num_gpus": config.serve.replica_gpus}
     if key:

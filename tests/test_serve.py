@@ -63,7 +63,8 @@ def server(tmp_path_factory, tiny_model_dir):
     run_dir = tmp_path_factory.mktemp("serve") / "run"
     _make_run(run_dir, tiny_model_dir, iteration=1)
     overrides = ["model.dtype=float32", f"serve.api_key={API_KEY}", "serve.max_tokens_limit=64",
-                 "serve.max_n=4", "serve.poll_seconds=0.5", "rollout.max_model_len=256"]
+                 "serve.max_n=4", "serve.poll_seconds=0.5", "rollout.max_model_len=256",
+                 f"serve.state_dir={run_dir.parent / 'service'}"]
     owns_ray = not ray.is_initialized()  # a session fixture's Ray instance is not this module's to stop
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})

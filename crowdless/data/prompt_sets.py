@@ -541,5 +541,14 @@ def load_prompt_split(data_config: Any, seed: int) -> tuple[list[PromptExample],
     )
     if data_config.max_prompts is not None:
         examples = examples[: data_config.max_prompts]
-    train, held_out = split_prompts(examples, data_config.eval_fraction, seed)
+    if data_config.eval_source is None:
+        train, held_out = split_prompts(examples, data_config.eval_fraction, seed)
+        return train, held_out, report
+    held_out, _ = load_prompts(data_config.eval_source, prompt_field=data_config.prompt_field,
+                               reference_field=data_config.reference_field, split=data_config.split,
+                               on_bad_row=data_config.on_bad_row)
+    judged = {normalize_prompt(e.prompt) for e in held_out}
+    train = [e for e in examples if normalize_prompt(e.prompt) not in judged]
+    if not train:
+        raise DataError(f"every prompt of {data_config.source} is in data.eval_source: none left to train on")
     return train, held_out, report
