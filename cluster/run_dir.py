@@ -47,16 +47,6 @@ def check_run_dir(run_dir: Path) -> None:
                           "of one): nothing was written; choose an empty or new --run-dir")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 # Keys a resumed run may change: how long it goes on, and where the folder is spelled from.
 RESUMABLE_KEYS = ("run.iterations", "run.dir")
 
@@ -67,13 +57,13 @@ def config_changes(run_dir: Path, config_tree: dict) -> list[str]:
     name now (ppo.lr is policy.lr); keys only one side knows are skipped."""
     import yaml
 
-    from configs.schema import MOVED_TO_POLICY
+    from configs.schema import MOVED_TO_POLICY, flat_keys
 
-    recorded = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    recorded = flat_keys(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
     for key in MOVED_TO_POLICY:
         if f"ppo.{key}" in recorded:
             recorded.setdefault(f"policy.{key}", recorded.pop(f"ppo.{key}"))
-    new = _flat(config_tree)
+    new = flat_keys(config_tree)
     return [f"{key}: {recorded[key]!r} -> {new[key]!r}" for key in new
             if key in recorded and key not in RESUMABLE_KEYS and recorded[key] != new[key]]
 

@@ -499,6 +499,17 @@ def load_control(path: Path) -> ControlConfig:
         raise ConfigError(_format_errors(exc, str(path)).replace("invalid config", "invalid control file")) from None
 
 
+def flat_keys(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'policy': {'lr': 1e-5}} -> {'policy.lr': 1e-5}: a config tree by dotted key."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def config_tree(config: CrowdlessConfig) -> dict[str, Any]:
     """The config as plain data, secrets masked: what config.yaml records and a resume compares."""
     tree = config.model_dump(mode="json")

@@ -423,7 +423,10 @@ def start_serving(run_dir: Path, config: CrowdlessConfig) -> None:
     from serve.app import start_app
 
     key = config.serve.api_key.get_secret_value() if config.serve.api_key else None  # config.yaml holds '***'
-    start_app(str(run_dir), str(run_dir / "config.yaml"), [], config.serve.host, config.serve.port, api_key=key)
+    # the app's tuning service keeps its state in the run (not in whatever folder the job runs in)
+    # unless CROWDLESS_STATE_DIR says otherwise
+    start_app(str(run_dir), str(run_dir / "config.yaml"), [f"serve.state_dir={run_dir / 'service'}"],
+              config.serve.host, config.serve.port, api_key=key)
     print(f"[crowdless] serving {run_dir} at http://{config.serve.host}:{config.serve.port}/v1 "
           "(follows new checkpoints; lives as long as the Ray cluster)", flush=True)
 

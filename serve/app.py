@@ -165,8 +165,10 @@ class CrowdlessServer:
                                     reserved_cpus=self.config.serve.replica_cpus)
         self.swap_in_seconds: dict[str, float] = {}
         # fine-tuned models, loaded on first use, the least recently used unloaded past the limit
-        self._tuned_model = serve.multiplexed(max_num_models_per_replica=self.config.service.max_resident_models)(
-            self._load_tuned_model)
+        async def load(name: str) -> TunedModel:  # a function: Serve keeps its model cache on it
+            return await self._load_tuned_model(name)
+
+        self._tuned_model = serve.multiplexed(max_num_models_per_replica=self.config.service.max_resident_models)(load)
 
     async def _load_tuned_model(self, name: str) -> ServedModel:
         from transformers import AutoTokenizer

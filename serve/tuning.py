@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from configs.schema import ConfigError, CrowdlessConfig, load_config, resolve_config_path
+from configs.schema import ConfigError, CrowdlessConfig, flat_keys, load_config, resolve_config_path
 from serve.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,22 +140,12 @@ def job_overrides(method: dict | None, extra_config: dict | None) -> list[str]:
                                f"method.crowdless.hyperparameters.{name}")
         if value != "auto":
             overrides.append(f"{HYPERPARAMETERS[name]}={json.dumps(value)}")
-    for key, value in _flat(extra_config or {}).items():
+    for key, value in flat_keys(extra_config or {}).items():
         if any(key == reserved or (reserved.endswith(".") and key.startswith(reserved))
                for reserved in SERVICE_KEYS):
             raise ServiceError(400, f"config key {key} is set by the service, not by a job", f"config.{key}")
         overrides.append(f"{key}={json.dumps(value)}")
     return overrides
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def config_error_param(message: str) -> str | None:
