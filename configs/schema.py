@@ -324,6 +324,10 @@ class EvalConfig(Section):
     max_prompts: int | None = Field(
         100, ge=1, description="Distinct prompts per evaluation set (trained: the first N the run trains "
         "on; unseen: the first N of its held-out split; ood: N of eval.ood_source); null: all of them.")
+    dev_prompts: int = Field(
+        50, ge=0, description="The dev set: up to N held-out prompts after the unseen set's, to choose "
+        "settings on (docs/evaluation.md), so that the unseen and ood figures a setting is reported "
+        "with never chose it; 0 or eval.max_prompts null: none.")
     ood_source: str | None = Field(
         "auto", description="Out-of-domain set: first turns of this data source (any data.source "
         "spelling), without any prompt of the run's data; auto: embedded:chitchat, or "

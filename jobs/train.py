@@ -122,8 +122,8 @@ def trained_prompts(config: CrowdlessConfig, train_prompts: list[PromptExample])
 
 def evaluation_sets(config: CrowdlessConfig, run_dir: Path, train_prompts: list[PromptExample],
                     eval_prompts: list[PromptExample], resuming: bool) -> dict:
-    """The evaluation's prompt sets (trained, unseen, ood), fixed in RUN_DIR/eval/sets.json when the
-    run starts: a run resumed after its first checkpoint judges the very same prompts."""
+    """The evaluation's prompt sets (trained, unseen, ood, dev), fixed in RUN_DIR/eval/sets.json when
+    the run starts: a run resumed after its first checkpoint judges the very same prompts."""
     from crowdless.evaluation.judge import build_sets, load_sets, save_sets
 
     path = run_dir / "eval" / "sets.json"

@@ -107,6 +107,12 @@ def test_three_sets_trained_unseen_and_out_of_domain():
     run_prompts = {normalize_prompt(e.prompt) for e in train + held_out}
     assert not run_prompts & {normalize_prompt(d.prompt) for d in ood}
     assert build_sets(EvalConfig(max_prompts=20), "embedded:chatterbot", train, held_out, trained, 0) == sets
+    # dev: the held-out prompts after unseen's, for choosing settings; none where unseen takes all
+    more = held_out + [PromptExample("Why?", "because")]
+    wider = build_sets(EvalConfig(max_prompts=1, dev_prompts=5), "x.jsonl", train, more, trained, 0)
+    assert [d.prompt for d in wider["unseen"]] == ["What is AI?"] and [d.prompt for d in wider["dev"]] == ["Why?"]
+    assert "dev" not in build_sets(EvalConfig(max_prompts=1, dev_prompts=0), "x.jsonl", train, more, trained, 0)
+    assert "dev" not in build_sets(EvalConfig(max_prompts=None), "x.jsonl", train, more, trained, 0)
     assert "ood" not in build_sets(EvalConfig(ood_source=None), "x.jsonl", train, held_out, trained, 0)
 
 

@@ -35,7 +35,9 @@ import numpy as np
 from algos.metrics import answer_scores, distinct_n, load_wordnet, paired_bootstrap
 from crowdless.data.prompt_sets import DistinctPrompt, PromptExample, distinct_prompts, first_turns, normalize_prompt
 
-SETS = ("trained", "unseen", "ood")
+# dev: held-out prompts past the unseen set's, never trained on and never reported as the
+# result: the set a setting is chosen on, so that unseen and ood stay untouched by that choice.
+SETS = ("trained", "unseen", "ood", "dev")
 # Metrics the verdict reads, in report order (METEOR as meteor_nosyn where WordNet is missing).
 HEADLINE = ("chrf", "bleu", "meteor", "ref_logprob", "cosine")
 # Per-answer figures that describe the answers themselves rather than their closeness.
@@ -160,12 +162,16 @@ def ood_set(source: str, run_examples: list[PromptExample], limit: int | None, s
 def build_sets(eval_config, data_source: str, train: list[PromptExample], held_out: list[PromptExample],
                trained_prompts: list[str], seed: int) -> dict[str, list[DistinctPrompt]]:
     """{set name: distinct prompts} for the sets this config asks for, each at most
-    eval.max_prompts; a set with no prompt is left out."""
+    eval.max_prompts; dev takes up to eval.dev_prompts of the held-out prompts after unseen's
+    (none when unseen takes them all); a set with no prompt is left out."""
     limit = eval_config.max_prompts
-    sets = {"trained": trained_set(trained_prompts, train, limit), "unseen": distinct_prompts(held_out)[:limit]}
+    held_out_prompts = distinct_prompts(held_out)
+    sets = {"trained": trained_set(trained_prompts, train, limit), "unseen": held_out_prompts[:limit]}
     source = default_ood_source(data_source) if eval_config.ood_source == "auto" else eval_config.ood_source
     if source is not None:
         sets["ood"] = ood_set(source, train + held_out, limit, seed)
+    if limit is not None:
+        sets["dev"] = held_out_prompts[limit:limit + eval_config.dev_prompts]
     return {name: prompts for name, prompts in sets.items() if prompts}
 
 
