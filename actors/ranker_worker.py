@@ -19,13 +19,15 @@ class RankerWorker:
     def ready(self) -> str:
         return node_id()
 
-    def rank(self, groups: list[tuple[int, str, list[str]]], iteration: int) -> list[RankedGroup]:
-        """groups: (prompt's position in the iteration, prompt, answers). One embedding call for all;
-        each group's randomness is seeded by (seed, iteration, position), so any worker gives the same result."""
-        vectors = embed(self.embedder, [a for _, _, answers in groups for a in answers])
+    def rank(self, groups: list[tuple[int, str, list[str], list[bool]]], iteration: int) -> list[RankedGroup]:
+        """groups: (prompt's position in the iteration, prompt, answers, whether each ended with EOS).
+        One embedding call for all; each group's randomness is seeded by (seed, iteration,
+        position), so any worker gives the same result."""
+        vectors = embed(self.embedder, [a for _, _, answers, _ in groups for a in answers])
         ranked, offset = [], 0
-        for position, prompt, answers in groups:
+        for position, prompt, answers, finished in groups:
             rng = np.random.default_rng([self.seed, iteration, position])
-            ranked.append(rank_group(prompt, answers, vectors[offset : offset + len(answers)], self.config, rng))
+            ranked.append(rank_group(prompt, answers, vectors[offset : offset + len(answers)], self.config, rng,
+                                     finished))
             offset += len(answers)
         return ranked

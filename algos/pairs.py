@@ -91,6 +91,20 @@ def rank_answers(
     return Ranking(scores=scores, labels=labels, kept=kept)
 
 
+def place_cut_answers(kept: Sequence[int], finished: Sequence[bool], mode: str) -> list[int]:
+    """The ranked answers (indices, best first) with those cut at the token cap (finished False)
+    kept in place ("keep"), moved below every finished one, in their own order ("last": a cut
+    answer is never chosen over a finished one), or left out ("drop")."""
+    if mode == "keep":
+        return list(kept)
+    complete = [i for i in kept if finished[i]]
+    if mode == "last":
+        return complete + [i for i in kept if not finished[i]]
+    if mode == "drop":
+        return complete
+    raise ValueError(f"unknown cut-answer mode {mode!r}; expected keep, last or drop")
+
+
 def default_interval(num_ranked: int) -> int:
     """Half the list length, as in the authors' code; at least 1."""
     return max(1, num_ranked // 2)

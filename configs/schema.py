@@ -138,6 +138,10 @@ class RankingConfig(Section):
     order: Literal["textrank", "random", "reverse"] = Field(
         "textrank", description="Answer order that pairs come from: TextRank (the method), a seeded "
         "random order (the control the method must beat), or reversed TextRank (ablation).")
+    cut_answers: Literal["keep", "last", "drop"] = Field(
+        "keep", description="Answers cut at rollout.max_new_tokens (no EOS): ranked like any other "
+        "(keep), ranked below every finished answer (last: never chosen over one), or left out of "
+        "the ranking and its pairs (drop).")
     interval: int | None = Field(
         None, ge=1, description="Pair rank gap IL; None is half the ranked list's length."
     )

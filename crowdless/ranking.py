@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algos.pairs import build_pairs, rank_answers
+from algos.pairs import build_pairs, place_cut_answers, rank_answers
 from configs.schema import RankingConfig
 from crowdless.models.loading import resolve_model
 from crowdless.data.records import RankedGroup
@@ -33,8 +33,11 @@ def rank_group(
     embeddings: np.ndarray,
     config: RankingConfig,
     rng: np.random.Generator,
+    finished: list[bool] | None = None,
 ) -> RankedGroup:
-    """Rank answers [N] with their embeddings [N, D]; build preference pairs with noise."""
+    """Rank answers [N] with their embeddings [N, D]; build preference pairs with noise.
+    finished: whether each answer ended with EOS (ranking.cut_answers places the others);
+    None, as for answers from outside a rollout: all finished."""
     if len(answers) != len(embeddings):
         raise ValueError(f"{len(answers)} answers but {len(embeddings)} embeddings")
     if not answers:
@@ -49,8 +52,9 @@ def rank_group(
         deduplicate=config.deduplicate,
         order=config.order,
     )
+    kept = place_cut_answers(ranking.kept, finished or [True] * len(answers), config.cut_answers)
     pairs = build_pairs(
-        [answers[i] for i in ranking.kept],
+        [answers[i] for i in kept],
         config.interval,
         prompt=prompt,
         noise_share=config.noise_share,
@@ -62,7 +66,7 @@ def rank_group(
         answers=list(answers),
         scores=ranking.scores.tolist(),
         clusters=ranking.labels.tolist(),
-        ranked=ranking.kept,
+        ranked=kept,
         pairs=pairs,
     )
 

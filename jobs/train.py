@@ -254,7 +254,8 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
 
         # 2. Rank without labels: TextRank, ISODATA, noise-injected pairs.
         with phase("rank"):
-            groups = [(i, p, [r.response_text for r in rs]) for i, (p, rs) in enumerate(zip(prompts, samples))]
+            groups = [(i, p, [r.response_text for r in rs], [r.finished for r in rs])
+                      for i, (p, rs) in enumerate(zip(prompts, samples))]
             ranked = rankers.map("rank", groups, iteration, progress="rank")
         pairs = [pair for group in ranked for pair in group.pairs]
         write_samples(run_dir, iteration, ranked)

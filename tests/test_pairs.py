@@ -258,3 +258,38 @@ def test_ranking_statistics_by_hand():
                      "noised_pair_share": pytest.approx(1 / 3),
                      "pair_score_gap": pytest.approx(((0.4 - 0.1) + (0.5 - 0.4)) / 2)}
     assert ranking_statistics([])["pairs"] == 0
+
+
+def test_cut_answers_keep_their_place_go_last_or_are_dropped():
+    from algos.pairs import place_cut_answers
+
+    kept, finished = [3, 0, 2, 1], [True, False, True, False]  # answers 1 and 3 hit the token cap
+    assert place_cut_answers(kept, finished, "keep") == [3, 0, 2, 1]
+    assert place_cut_answers(kept, finished, "last") == [0, 2, 3, 1]  # finished first, each in TextRank order
+    assert place_cut_answers(kept, finished, "drop") == [0, 2]
+    with pytest.raises(ValueError, match="expected keep, last or drop"):
+        place_cut_answers(kept, finished, "first")
+
+
+def test_a_cut_answer_is_never_chosen_over_a_finished_one_when_ranked_last():
+    from configs.schema import RankingConfig
+    from crowdless.ranking import rank_group
+
+    answers = ["The sky is blue.", "The sky is blue because of scattering.", "The sky is", "Blue, the sky is"]
+    # the two cut answers sit between the others: TextRank ranks them first
+    vectors = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.7, 0.7, 0.1], [0.6, 0.6, 0.5]])
+    finished = [True, True, False, False]
+    kept = rank_group("Why is the sky blue?", answers, vectors, RankingConfig(noise_share=0.0, deduplicate=False),
+                      np.random.default_rng(0), finished)
+    assert [finished[i] for i in kept.ranked][:2] == [False, False]
+    group = rank_group("Why is the sky blue?", answers, vectors, RankingConfig(noise_share=0.0, cut_answers="last",
+                                                                              deduplicate=False),
+                       np.random.default_rng(0), finished)
+    assert [finished[i] for i in group.ranked] == [True, True, False, False]
+    ranks = {answer: position for position, answer in enumerate(answers[i] for i in group.ranked)}
+    assert all(ranks[p.chosen] < ranks[p.rejected] for p in group.pairs) and group.pairs
+    assert not any(p.chosen in answers[2:] and p.rejected in answers[:2] for p in group.pairs)
+    dropped = rank_group("Why is the sky blue?", answers, vectors, RankingConfig(noise_share=0.0, cut_answers="drop",
+                                                                                deduplicate=False),
+                         np.random.default_rng(0), finished)
+    assert sorted(dropped.ranked) == [0, 1] and all(p.rejected in answers[:2] for p in dropped.pairs)
