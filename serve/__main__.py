@@ -1,6 +1,9 @@
 """python -m serve --model RUN_DIR_OR_MODEL_REF [--port 8000] [--config default] [key.sub=value ...]
 
-Starts (or joins) Ray, runs the Serve app on the given port and blocks until Ctrl-C.
+Starts (or joins) Ray, runs the Serve app on the given port and blocks until Ctrl-C. The app
+serves the model and the tuning service (/v1/files, /v1/fine_tuning/jobs: serve/tuning.py), whose
+jobs run as Ray jobs on this Ray cluster, with their state under serve.state_dir or
+CROWDLESS_STATE_DIR.
 """
 
 from __future__ import annotations
