@@ -121,6 +121,22 @@ class ModelSource:
         return cls(resolve_model(model), None, None, None)
 
 
+# Defined before the deployment class: Serve serializes that class when it is decorated, with
+# the module globals its methods name as they are at that moment.
+def _job_client():
+    """Ray's job API of the cluster this replica runs on (its GCS address names it)."""
+    import ray
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(ray.get_runtime_context().gcs_address)
+
+
+def ray_cluster_resources() -> dict:
+    import ray
+
+    return ray.cluster_resources()
+
+
 @dataclass
 class ServedModel:
     """A model the completion routes answer with: its engine and tokenizer."""
@@ -508,20 +524,6 @@ class CrowdlessServer:
     @app.get("/healthz")
     async def healthz(self):
         return {"status": "ok", "model": self.name, "iteration": self.source.iteration}
-
-
-def _job_client():
-    """Ray's job API of the cluster this replica runs on (its GCS address names it)."""
-    import ray
-    from ray.job_submission import JobSubmissionClient
-
-    return JobSubmissionClient(ray.get_runtime_context().gcs_address)
-
-
-def ray_cluster_resources() -> dict:
-    import ray
-
-    return ray.cluster_resources()
 
 
 def build_app(args: dict, api_key: str | None = None) -> serve.Application:

@@ -434,7 +434,8 @@ class TuningService:
                 "id": f"ftckpt-{ident.removeprefix('ftjob-')}-{step}", "object": "fine_tuning.job.checkpoint",
                 "created_at": int((folder / "state.json").stat().st_mtime), "fine_tuning_job_id": ident,
                 "fine_tuned_model_checkpoint": f"{record['_model_name']}:ckpt-step-{step}", "step_number": step,
-                "metrics": {k: v for k, v in line.items() if k.startswith("eval_") and isinstance(v, (int, float))},
+                "metrics": {"step": step, **{k: v for k, v in line.items()
+                                             if k.startswith("eval_") and isinstance(v, (int, float))}},
             })
         found.sort(key=lambda c: c["step_number"], reverse=True)
         if after is not None:

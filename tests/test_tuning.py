@@ -156,7 +156,7 @@ def test_jobs_queue_run_succeed_cancel_and_outlive_the_server(service, tmp_path)
     page = service.events(first["id"], after=events[1]["id"], limit=2)
     assert [e["id"] for e in page["data"]] == [e["id"] for e in events[2:4]] and page["has_more"]
     [checkpoint] = service.checkpoints(first["id"])["data"]
-    assert checkpoint["step_number"] == 1 and checkpoint["metrics"] == {"eval_unseen_chrf": 11.0}
+    assert checkpoint["step_number"] == 1 and checkpoint["metrics"] == {"step": 1, "eval_unseen_chrf": 11.0}
     assert checkpoint["fine_tuned_model_checkpoint"] == f"{name}:ckpt-step-1"
 
     cancelled = service.cancel_job(second["id"])

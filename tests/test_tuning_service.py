@@ -129,7 +129,7 @@ def test_tuning_service_with_the_openai_client(tmp_path):
         [metrics] = [e for e in events if e.message == "Iteration 1/1 done."]
         assert metrics.type == "metrics" and metrics.data["pairs"] > 0
         [checkpoint] = client.fine_tuning.jobs.checkpoints.list(job.id).data
-        assert checkpoint.step_number == 1 and "eval_unseen_chrf" in checkpoint.metrics
+        assert checkpoint.step_number == 1 and "eval_unseen_chrf" in checkpoint.metrics.model_dump()
 
         names = [m.id for m in client.models.list().data]
         assert done.fine_tuned_model in names
