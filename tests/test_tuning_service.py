@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -158,6 +160,11 @@ def test_tuning_service_with_the_openai_client(tmp_path):
 
     server = Server(state, tmp_path / "server.log")
     try:
+        # the API key guards the tuning routes as every other /v1 route
+        for path in ("/v1/files", "/v1/fine_tuning/jobs", f"/v1/fine_tuning/jobs/{job.id}/events"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=60)
+            assert refused.value.code == 401
         listed = {j.id: j.status for j in server.client.fine_tuning.jobs.list().data}
         assert listed == {job.id: "succeeded", second.id: "cancelled"}
         assert [f.id for f in server.client.files.list().data] == [upload.id]
