@@ -1,10 +1,10 @@
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from configs.schema import DataConfig
 from crowdless.data import prompt_sets as data
 from crowdless.data.prompt_sets import (
     CONTEXT_CHARS,
@@ -378,9 +378,7 @@ def test_max_prompts_then_split_by_conversation(tmp_path):
     path = tmp_path / "dialogues_text.txt"
     path.write_text("".join(f"a{i} __eou__ b{i} __eou__ c{i} __eou__ d{i} __eou__\n"
                             for i in range(30)))
-    config = SimpleNamespace(source=f"dailydialog:{path}", prompt_field="prompt",
-                             reference_field="reference", split="train", eval_fraction=0.2,
-                             max_prompts=20, on_bad_row="error")
+    config = DataConfig(source=f"dailydialog:{path}", eval_fraction=0.2, max_prompts=20)
     train, held_out, _ = load_prompt_split(config, seed=1)
     assert len(train) + len(held_out) == 20  # 3 replies a dialogue: the 7th is cut after 2
     assert held_out and not {e.group for e in train} & {e.group for e in held_out}
@@ -389,14 +387,10 @@ def test_max_prompts_then_split_by_conversation(tmp_path):
 def test_an_eval_source_is_the_held_out_set_and_its_prompts_never_train(tmp_path):
     """data.eval_source (the tuning service's validation_file): every prompt of data.source trains
     but those the eval source holds, and the held-out set is the eval source as it is."""
-    from types import SimpleNamespace
-
     train_file, eval_file = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
     train_file.write_text("".join(f'{{"prompt": "question {i}?"}}\n' for i in range(5)))
     eval_file.write_text('{"prompt": "Question 1?", "reference": "one"}\n{"prompt": "new?", "reference": "n"}\n')
-    config = SimpleNamespace(source=str(train_file), prompt_field="prompt", reference_field="reference",
-                             split="train", on_bad_row="error", max_prompts=None, eval_fraction=0.5,
-                             eval_source=str(eval_file))
+    config = DataConfig(source=str(train_file), eval_fraction=0.5, eval_source=str(eval_file))
     train, held_out, _ = data.load_prompt_split(config, seed=0)
     assert [e.prompt for e in train] == ["question 0?", "question 2?", "question 3?", "question 4?"]
     assert [(e.prompt, e.reference) for e in held_out] == [("Question 1?", "one"), ("new?", "n")]
