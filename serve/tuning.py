@@ -343,7 +343,14 @@ class TuningService:
                 break
             record = self._record(record["id"])
             if record["status"] == "queued" and not record["_submitted"]:
-                self._submit(record)
+                try:
+                    self._submit(record)
+                except Exception as error:
+                    # e.g. "No available agent to submit job" while a node's agent starts: the job
+                    # stays queued, and the next refresh (serve.poll_seconds) submits it
+                    print(f"[crowdless.serve] {record['id']} stays queued: the Ray job API refused it: {error}",
+                          flush=True)
+                    break
                 running += 1
 
     def _submit(self, record: dict) -> None:

@@ -183,3 +183,23 @@ def test_a_failed_ray_job_reports_the_drivers_error(service, tmp_path):
     failed = service.get_job(job["id"])
     assert failed["status"] == "failed" and failed["error"]["message"] == "DataError: no usable prompts"
     assert failed["fine_tuned_model"] is None and failed["finished_at"] is not None
+
+
+def test_a_job_the_ray_job_api_refuses_stays_queued_and_is_submitted_later(service):
+    """Right after a cluster starts, Ray's job API may answer "No available agent to submit job":
+    the create call still succeeds, the job waits queued, and a later refresh submits it."""
+    upload = service.create_file("prompts.jsonl", PROMPTS, "fine-tune")
+    submit = service.fake.submit_job
+    refusals = []
+
+    def refuse_once(**kwargs):
+        if not refusals:
+            refusals.append(kwargs["submission_id"])
+            raise RuntimeError("Request failed with status code 500: No available agent to submit job")
+        submit(**kwargs)
+
+    service.fake.submit_job = refuse_once
+    job = service.create_job({"model": "embedded:tiny-llama", "training_file": upload["id"]})
+    assert job["status"] == "queued" and service.fake.submitted == {} and refusals == [job["id"]]
+    service.refresh()
+    assert list(service.fake.submitted) == [job["id"]] and service.get_job(job["id"])["status"] == "queued"
