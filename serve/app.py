@@ -529,8 +529,9 @@ class CrowdlessServer:
 def build_app(args: dict, api_key: str | None = None) -> serve.Application:
     """Entry point for `serve run` / `serve deploy` (configs/serve.yaml): args model, config,
     overrides, served_name. Replicas, autoscaling and resources come from the Serve config.
-    The API key (api_key, a serve.api_key override, or the config's) goes to the replicas in
-    their environment: an override holding it is taken out of the deployment's arguments."""
+    The API key (api_key, a serve.api_key override, the config's, or CROWDLESS_API_KEY) goes to
+    the replicas in their environment: an override holding it is taken out of the deployment's
+    arguments."""
     unknown = set(args) - {"model", "config", "overrides", "served_name"}
     if unknown or "model" not in args:
         raise ValueError(f"serve args need 'model' and accept config, overrides, served_name; got {sorted(args)}")
@@ -539,7 +540,10 @@ def build_app(args: dict, api_key: str | None = None) -> serve.Application:
     public = [o for o in overrides if parse_override(o)[0] != ["serve", "api_key"]]
     # the service's state directory as the caller sees it: replicas may start in another folder
     public.append(f"serve.state_dir={state_dir(config)}")
-    key = api_key or (config.serve.api_key.get_secret_value() if config.serve.api_key else None)
+    # the caller's CROWDLESS_API_KEY too: replicas on a cluster started elsewhere (`ray start`) do
+    # not inherit the caller's environment, and would otherwise serve an open API
+    key = api_key or (config.serve.api_key.get_secret_value() if config.serve.api_key else None) \
+        or os.environ.get(API_KEY_ENV)
     options = {"num_cpus": config.serve.replica_cpus, "num_gpus": config.serve.replica_gpus}
     if key:
         options["runtime_env"] = {"env_vars": {API_KEY_ENV: key}}

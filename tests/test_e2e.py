@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ray_cluster import free_port, node_ports, stop_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -293,58 +294,6 @@ def test_a_worker_failure_prints_its_cause(tmp_path):
     assert (run_dir / "logs" / "driver-error.log").exists()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _node_ports() -> list[str]:
-    """`ray start` flags giving a node ports of its own: two nodes on one host, and a cluster a user
-    already runs there, would otherwise meet on the agents' default ports."""
-    flags = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
-    return [f"{flag}={_free_port()}" for flag in flags]
-
-
-def _stop_cluster(temp_dirs: list[str], gcs_port: int) -> None:
-    """Stop the Ray cluster whose nodes started with these --temp-dir folders, and only that one:
-    every process whose command line names one of the folders or the GCS port (GCS, raylets, dashboard, monitors, the
-    client server) with all its children (agents, workers, engines), children gathered before
-    anything is stopped. `ray stop --force` would end every Ray process on the host, a user's own
-    cluster included."""
-    import re
-
-    import psutil
-
-    gcs = re.compile(rf":{gcs_port}\b")
-    owned = []
-    for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if process.pid != os.getpid() and (any(folder in command for folder in temp_dirs) or gcs.search(command)):
-            owned.append(process)
-    processes = {}
-    for process in owned:
-        try:
-            for member in [process, *process.children(recursive=True)]:
-                processes[member.pid] = member
-        except psutil.NoSuchProcess:
-            pass
-    for process in processes.values():
-        try:
-            process.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(processes.values()), timeout=15)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
 def test_ray_job_submit_on_two_nodes(tmp_path):
     """`ray start --head` and a second node joining it with `ray start --address` on loopback, 2 CPUs
     each; `ray job submit` runs a tiny job whose 2 learner ranks (1.25 CPUs each) cannot share a
@@ -362,16 +311,16 @@ def test_ray_job_submit_on_two_nodes(tmp_path):
     # each node unpacks the job's working_dir and deletes it once its own workers are done with it
     # (the job driver then failed to import a module it had not loaded yet)
     node_dir = tempfile.mkdtemp(prefix="crowdless-ray-", dir="/tmp")
-    gcs_port, dashboard_port = _free_port(), _free_port()
+    gcs_port, dashboard_port = free_port(), free_port()
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     started = subprocess.run([ray, "start", "--head", f"--port={gcs_port}", f"--temp-dir={temp_dir}", "--num-cpus=2",
                               "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                              f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={_free_port()}",
-                              *_node_ports(), "--disable-usage-stats"], env=env, capture_output=True, text=True)
+                              f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={free_port()}",
+                              *node_ports(), "--disable-usage-stats"], env=env, capture_output=True, text=True)
     try:
         assert started.returncode == 0, started.stderr
         joined = subprocess.run([ray, "start", f"--address=127.0.0.1:{gcs_port}", f"--temp-dir={node_dir}",
-                                 "--num-cpus=2", *_node_ports(),
+                                 "--num-cpus=2", *node_ports(),
                                  "--disable-usage-stats"], env=env, capture_output=True, text=True)
         assert joined.returncode == 0, joined.stderr
         run_dir = tmp_path / "submitted"
@@ -404,7 +353,7 @@ def test_ray_job_submit_on_two_nodes(tmp_path):
         # stop the Serve app gracefully first: its replica then shuts its vLLM engine processes down
         subprocess.run([str(Path(sys.executable).parent / "serve"), "shutdown", "-y",
                         "--address", dashboard], env=env, capture_output=True, timeout=120)
-        _stop_cluster([temp_dir, node_dir], gcs_port)
+        stop_cluster([temp_dir, node_dir], gcs_port)
         for folder in (temp_dir, node_dir):
             shutil.rmtree(folder, ignore_errors=True)
 

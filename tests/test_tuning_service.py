@@ -3,20 +3,24 @@ fine-tuning jobs API beside the model, with no extra flag; the official openai c
 prompts, creates a job that runs as a real Ray job, polls it to succeeded, reads its events and
 checkpoints, chats with the fine-tuned model by name, cancels a second job mid-run, and finds
 both jobs and the file again after the server restarts. Bad requests get OpenAI-shaped errors
-naming the problem, and start nothing."""
+naming the problem, and start nothing. The server joins a `ray start --head` cluster of the
+test's own (its folder and ports): a Ray instance started in-process beside another one on the
+host would share the default agent ports, and its job API would find no agent."""
 
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from ray_cluster import free_port, node_ports, stop_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -32,19 +36,35 @@ PROMPTS = "".join(json.dumps(row) + "\n" for row in [
 ])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Cluster:
+    """`ray start --head` on loopback with a folder and ports of its own, 2 CPUs (as CI has)."""
+
+    def __init__(self):
+        self.temp_dir = tempfile.mkdtemp(prefix="crowdless-ray-", dir="/tmp")  # short: socket paths
+        self.gcs_port = free_port()
+        self.env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+        self.env.update(RAY_AUTH_MODE="disabled", PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        started = subprocess.run(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={self.gcs_port}",
+             f"--temp-dir={self.temp_dir}", "--num-cpus=2", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}",
+             f"--ray-client-server-port={free_port()}", *node_ports(), "--disable-usage-stats"],
+            env=self.env, capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr
+        self.address = f"127.0.0.1:{self.gcs_port}"
+
+    def stop(self) -> None:
+        stop_cluster([self.temp_dir], self.gcs_port)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 class Server:
-    """`python -m serve` in a process group of its own (its Ray cluster goes down with it)."""
+    """`python -m serve` in a process group of its own, joined to the test's cluster."""
 
-    def __init__(self, state_dir: Path, log: Path):
-        self.port = _free_port()
-        env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # a Ray of its own
-        env.update(CROWDLESS_STATE_DIR=str(state_dir), CROWDLESS_API_KEY=API_KEY, HF_HUB_OFFLINE="1")
+    def __init__(self, cluster: Cluster, state_dir: Path, log: Path):
+        self.port = free_port()
+        env = dict(cluster.env, RAY_ADDRESS=cluster.address, CROWDLESS_STATE_DIR=str(state_dir),
+                   CROWDLESS_API_KEY=API_KEY, HF_HUB_OFFLINE="1")
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serve", "--model", "embedded:tiny-llama", "--config", "configs/tiny.yaml",
@@ -66,7 +86,7 @@ class Server:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)  # serve shuts down, then its Ray cluster
+            os.killpg(self.process.pid, signal.SIGINT)  # serve shuts its app down, then exits
             try:
                 self.process.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -86,10 +106,18 @@ def _poll(client, job_id: str, statuses: set[str], timeout: float = 900):
 
 
 def test_tuning_service_with_the_openai_client(tmp_path):
+    state = tmp_path / "state"
+    cluster = Cluster()
+    try:
+        _tune_restart_and_find_again(cluster, state, tmp_path / "server.log")
+    finally:
+        cluster.stop()
+
+
+def _tune_restart_and_find_again(cluster: Cluster, state: Path, log: Path) -> None:
     import openai
 
-    state = tmp_path / "state"
-    server = Server(state, tmp_path / "server.log")
+    server = Server(cluster, state, log)
     try:
         client = server.client
         upload = client.files.create(file=("prompts.jsonl", PROMPTS.encode()), purpose="fine-tune")
@@ -158,7 +186,7 @@ def test_tuning_service_with_the_openai_client(tmp_path):
     finally:
         server.stop()
 
-    server = Server(state, tmp_path / "server.log")
+    server = Server(cluster, state, log)
     try:
         # the API key guards the tuning routes as every other /v1 route
         for path in ("/v1/files", "/v1/fine_tuning/jobs", f"/v1/fine_tuning/jobs/{job.id}/events"):
