@@ -55,7 +55,9 @@ class ObjectiveParams:
     """Hyperparameters shared by all objectives; each objective reads only the ones it names.
 
     kl_coef     KL weight. ppo, rloo, reinforce_pp: penalty in the reward; grpo: DeepSeekMath's
-                beta, weight of the k3 term in the loss. (dpo/listwise: their KL is `beta` below.)
+                beta, weight of the k3 term in the loss; dpo, listwise: weight of the trained
+                answers' k3 KL (summed over each answer's tokens, mean over answers) in the loss,
+                an anchor beside `beta`'s implicit one (0: beta alone).
     kl_mode     ppo only: "token" (per-token penalty) or "sequence" (the paper's
                 score - kl_coef * sum_t log(pi/pi_ref) on the last token).
     gamma, lam  ppo: GAE discount and lambda; reinforce_pp: gamma is the return-to-go discount.
@@ -151,12 +153,15 @@ class PreferenceBatch:
     logps      [G, K] sum_t log pi(y_k|x) of answer k in list g (with grad)
     ref_logps  [G, K] the same under the frozen reference
     mask       [G, K] True = a real answer; padding anywhere is ignored (values there are not read)
+    kl         [G, K] sum_t k3(pi, pi_ref) over each answer's tokens (with grad); needed when
+               kl_coef > 0 (see `kl_anchored`)
     Pairs (dpo) are K = 2 rows (chosen, rejected): build them with `PreferenceBatch.from_pairs`.
     """
 
     logps: torch.Tensor
     ref_logps: torch.Tensor
     mask: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.logps.dim() != 2:
@@ -167,6 +172,8 @@ class PreferenceBatch:
         else:
             _check_shape("mask", self.mask, tuple(self.logps.shape))
             object.__setattr__(self, "mask", self.mask.bool())
+        if self.kl is not None:
+            _check_shape("kl", self.kl, tuple(self.logps.shape))
 
     @classmethod
     def from_pairs(cls, chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
@@ -464,18 +471,40 @@ def plackett_luce_loss(logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch
     }
 
 
+def kl_anchored(result: tuple[torch.Tensor, Metrics], batch: PreferenceBatch,
+                params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
+    """A preference loss plus kl_coef * the mean over real answers of sum_t k3(pi, pi_ref):
+
+        L' = L + kl_coef * mean_{g,k} sum_t [exp(d_t) - d_t - 1],  d_t = log ref_t - log pi_t
+
+    beta bounds the policy only through the pairs' log-ratio margins, which saturate: online DPO
+    can lower chosen and rejected answers together and move the probability elsewhere (likelihood
+    displacement, Razin et al. 2024, arXiv 2410.08847). The k3 term holds each trained answer's
+    tokens near the reference, both ways; it grows exponentially as a token falls below it.
+    """
+    loss, metrics = result
+    if params.kl_coef == 0:
+        return result
+    if batch.kl is None:
+        raise ValueError("kl_coef > 0 needs PreferenceBatch.kl (each answer's summed k3)")
+    kl = batch.kl[batch.mask].mean()
+    loss = loss + params.kl_coef * kl
+    return loss, {**metrics, "kl": kl.item(), "loss": loss.item()}
+
+
 def dpo_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
     """Online DPO (Rafailov et al. 2023, Eq. 7) on a [P, 2] batch of (chosen, rejected) pairs:
 
         L = -mean log sigmoid(beta * ((log pi_w - log ref_w) - (log pi_l - log ref_l)))
 
     Inputs are sequence log-prob sums (sequence_logprobs). Every row must hold two real answers.
+    kl_coef > 0 adds `kl_anchored`'s term.
     """
     if batch.logps.shape[1] != 2 or not bool(batch.mask.all()):
         raise ValueError("dpo needs [P, 2] (chosen, rejected) rows with no padding, "
                          f"got {tuple(batch.logps.shape)}")
     logps, ref = batch.logps, batch.ref_logps
-    return dpo_pair_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], params.beta)
+    return kl_anchored(dpo_pair_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], params.beta), batch, params)
 
 
 def listwise_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
@@ -485,9 +514,9 @@ def listwise_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torc
         L = mean_g -sum_{k < K_g} [ s_k - logsumexp(s_k..s_{K_g}) ],
         s_k = beta * log(pi(y_k|x) / pi_ref(y_k|x))
 
-    See plackett_luce_loss. Equals dpo_loss on K = 2 lists.
+    See plackett_luce_loss. Equals dpo_loss on K = 2 lists. kl_coef > 0 adds `kl_anchored`'s term.
     """
-    return plackett_luce_loss(batch.logps, batch.ref_logps, batch.mask, params.beta)
+    return kl_anchored(plackett_luce_loss(batch.logps, batch.ref_logps, batch.mask, params.beta), batch, params)
 
 
 # ---- registry ------------------------------------------------------------------------------------

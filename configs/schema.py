@@ -180,8 +180,8 @@ class PolicyConfig(Section):
     minibatch_size: int = Field(8, ge=1, description="Sequences per optimiser step (paper: 16).")
     kl_coef: float = Field(
         0.05, ge=0.0, description="KL weight to the frozen starting policy (paper: 0.5): ppo, rloo, "
-        "reinforce_pp as a reward penalty, grpo as a loss term; dpo and listwise hold the policy "
-        "near the reference through beta instead.")
+        "reinforce_pp as a reward penalty, grpo as a loss term; dpo and listwise as a loss term on "
+        "the trained answers' summed k3 KL, beside beta's implicit hold (0: beta alone).")
     old_logprobs: Literal["engine", "recompute"] = Field(
         "engine", description="Policy-gradient objectives: log-probs of the sampling policy: the "
         "rollout engine's own (it holds the learner's weights; metrics.jsonl's engine_logprob_gap, "

@@ -17,7 +17,7 @@ from algos.objectives import (
     register_objective,
     returns_to_go,
 )
-from algos.losses import compute_gae, kl_shaped_rewards, masked_whiten, policy_loss, value_loss
+from algos.losses import compute_gae, kl_k3, kl_shaped_rewards, masked_whiten, policy_loss, value_loss
 
 pytestmark = pytest.mark.unit
 
@@ -284,7 +284,7 @@ def test_dpo_equal_log_ratios_give_log2_and_push_chosen_up():
     chosen = torch.tensor([-3.0], requires_grad=True)
     rejected = torch.tensor([-5.0], requires_grad=True)
     batch = PreferenceBatch.from_pairs(chosen, rejected, torch.tensor([-3.0]), torch.tensor([-5.0]))
-    loss, metrics = get_objective("dpo").loss(batch, ObjectiveParams(beta=0.1))
+    loss, metrics = get_objective("dpo").loss(batch, ObjectiveParams(beta=0.1, kl_coef=0.0))
     assert loss.item() == pytest.approx(math.log(2))
     loss.backward()
     # dL/dlogpi_w = -beta * sigmoid(-margin) = -0.05: descent raises log pi_w, lowers log pi_l
@@ -304,11 +304,32 @@ def test_dpo_by_hand_and_shape_check():
                                   ObjectiveParams())
 
 
+@pytest.mark.parametrize("name", ["dpo", "listwise"])
+def test_the_kl_anchor_adds_kl_coef_times_the_mean_answer_kl_and_lifts_a_fallen_answer(name):
+    logps = torch.tensor([[-3.0, -6.0], [-2.0, -4.0]])
+    ref = torch.tensor([[-3.0, -5.0], [-2.0, -4.0]])
+    token_logps = torch.tensor([[-1.0, -2.5], [-3.0, -0.5]], requires_grad=True)  # two answers' tokens
+    ref_tokens = torch.tensor([[-1.0, -2.0], [-2.0, -0.5]])
+    answer_kl = kl_k3(token_logps, ref_tokens, torch.ones(2, 2)).sum(dim=1)  # [0.5 -> e^.5-1.5, 1 -> e-2]
+    kl = torch.stack([answer_kl, torch.zeros(2)], dim=1)  # each list's second answer did not move
+    plain, _ = get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.0))
+    anchored, metrics = get_objective(name).loss(PreferenceBatch(logps, ref, kl=kl), ObjectiveParams(kl_coef=0.5))
+    expected_kl = ((math.exp(0.5) - 1.5) + (math.e - 2)) / 4
+    assert metrics["kl"] == pytest.approx(expected_kl)
+    assert anchored.item() == pytest.approx(plain.item() + 0.5 * expected_kl)
+    anchored.backward()
+    # descent raises the tokens that fell below the reference, leaves the others where they are
+    assert token_logps.grad[0, 1] < 0 and token_logps.grad[1, 0] < 0
+    assert token_logps.grad[0, 0] == 0 and token_logps.grad[1, 1] == 0
+    with pytest.raises(ValueError, match="PreferenceBatch.kl"):
+        get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.5))
+
+
 # ---- listwise -----------------------------------------------------------------------------------
 def test_listwise_with_two_answers_equals_dpo():
     g = torch.Generator().manual_seed(7)
     logps, ref = -10 * torch.rand(5, 2, generator=g), -10 * torch.rand(5, 2, generator=g)
-    params = ObjectiveParams(beta=0.3)
+    params = ObjectiveParams(beta=0.3, kl_coef=0.0)
     listwise, _ = get_objective("listwise").loss(PreferenceBatch(logps, ref), params)
     dpo, _ = get_objective("dpo").loss(PreferenceBatch(logps, ref), params)
     assert listwise.item() == pytest.approx(dpo.item(), abs=1e-6)
@@ -324,7 +345,7 @@ def test_listwise_by_hand_with_padding():
     mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 1], [1, 0, 0]], dtype=torch.bool)
     ref = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 99.0], [0.0, 0.0, 0.0]])
     batch = PreferenceBatch(logps, ref, mask)
-    loss, metrics = get_objective("listwise").loss(batch, ObjectiveParams(beta=0.5))
+    loss, metrics = get_objective("listwise").loss(batch, ObjectiveParams(beta=0.5, kl_coef=0.0))
     three = (_lse(2, 1, 0) - 2) + (_lse(1, 0) - 1)  # -[s1 - lse(s1..s3)] - [s2 - lse(s2, s3)]
     two = _lse(1, 0) - 1                              # = -log sigmoid(1 - 0), the DPO loss
     hole = _lse(3, 0) - 3

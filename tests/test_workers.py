@@ -341,6 +341,8 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     initial = {k: v.clone() for k, v in learner.policy_state().items()}
     metrics = learner.train_policy(rollouts, 1, groups)
     assert math.isfinite(metrics["policy_loss"])
+    if objective in ("dpo", "listwise"):  # the kl_coef anchor: 0 on the first step (policy = reference)
+        assert config.policy.kl_coef > 0 and 0 <= metrics["kl"] < 10
     assert learner.value is None
     now = learner.policy_state()
     assert any(not torch.equal(initial[k], v) for k, v in now.items())
@@ -375,8 +377,8 @@ def test_weights_moved_counts_what_the_forward_sees(config, tiny_model_dir):
 
 
 def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(config, tiny_model_dir):
-    """dpo and listwise take the frozen reference's sequence log-prob of each distinct (prompt,
-    answer) once per phase, in length-sorted minibatches; each must be the row's own, as a forward
+    """dpo and listwise take the frozen reference's sequence and token log-probs of each distinct
+    (prompt, answer) once per phase, in length-sorted minibatches; each must be the row's own, as a forward
     pass over that row alone gives it, and a row repeated across pairs is computed once."""
     from actors.learner_worker import LearnerWorker
     from algos.objectives import sequence_logprobs
@@ -389,13 +391,16 @@ def test_reference_logprob_of_each_distinct_row_once_equals_each_row_alone(confi
     forwards = []
     original = learner.models.forward.logprobs
     learner.models.forward.logprobs = lambda model, batch, part: forwards.append(len(part)) or original(model, batch, part)
-    together = learner.models.sequence_logprobs(learner.models.reference, rows)
+    together, tokens = learner.models.answer_logprobs(learner.models.reference, rows)
     learner.models.forward.logprobs = original
-    assert sum(forwards) == len(set(rows)) == len(together) == 4
+    assert sum(forwards) == len(set(rows)) == len(together) == len(tokens) == 4
     for row in rows:
         batch = token_batch(learner.models.text_rows([row]), learner.pad_id)
-        alone = sequence_logprobs(learner.models.forward.logprobs(learner.models.reference, batch, torch.arange(1)), batch["mask"])
+        alone_tokens = learner.models.forward.logprobs(learner.models.reference, batch, torch.arange(1))
+        alone = sequence_logprobs(alone_tokens, batch["mask"])
         assert together[row] == pytest.approx(float(alone), abs=1e-4)
+        # each answer token's own log-prob, for the kl_coef anchor of dpo and listwise
+        assert torch.allclose(tokens[row], alone_tokens[0, :int(batch["mask"].sum())], atol=1e-4)
     assert together[rows[0]] != pytest.approx(together[rows[4]], abs=1e-2)  # the prompt matters
 
 

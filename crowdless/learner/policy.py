@@ -45,21 +45,31 @@ class PolicyModels:
                     encode_answer(self.tokenizer, answer, answer_tokens, eos_when_cut), answer, [], True)
                 for prompt, answer in rows]
 
-    @torch.no_grad()
     def sequence_logprobs(self, model, rows: list[tuple[str, str]],
                           sampled: dict | None = None) -> dict[tuple[str, str], float]:
-        """log pi(answer | prompt) of each distinct row, each computed once: an answer sits in
-        several pairs (a default iteration's 416 pair rows hold about 176 distinct ones). Rows go
-        through in minibatches of similar length, so that little of each is padding."""
+        """log pi(answer | prompt) of each distinct row (see answer_logprobs)."""
+        return self.answer_logprobs(model, rows, sampled)[0]
+
+    @torch.no_grad()
+    def answer_logprobs(self, model, rows: list[tuple[str, str]], sampled: dict | None = None
+                        ) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], torch.Tensor]]:
+        """log pi(answer | prompt) of each distinct row, and its answer tokens' log-probs, each
+        row computed once: an answer sits in several pairs (a default iteration's 416 pair rows
+        hold about 176 distinct ones). Rows go through in minibatches of similar length, so that
+        little of each is padding."""
         distinct = list(dict.fromkeys(rows))
         rollouts = self.text_rows(distinct, sampled)
         batch = token_batch(rollouts, self.pad_id)
+        lengths = batch["mask"].sum(dim=1).long()
         by_length = torch.tensor(sorted(range(len(distinct)),
                                         key=lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].response_ids)))
-        values = torch.empty(len(distinct))
+        values, tokens = torch.empty(len(distinct)), [None] * len(distinct)
         for part in chunks(len(distinct), self.config.policy.minibatch_size, by_length):
-            values[part] = sequence_logprobs(self.forward.logprobs(model, batch, part), batch["mask"][part])
-        return dict(zip(distinct, values.tolist()))
+            logprobs = self.forward.logprobs(model, batch, part)
+            values[part] = sequence_logprobs(logprobs, batch["mask"][part])
+            for row, i in enumerate(part.tolist()):
+                tokens[i] = logprobs[row, :lengths[i]].clone()
+        return dict(zip(distinct, values.tolist())), dict(zip(distinct, tokens))
 
     @torch.no_grad()
     def weights_moved(self) -> dict[str, float]:

@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
+from algos.losses import kl_k3
 from algos.objectives import Objective, PreferenceBatch, sequence_logprobs
 from crowdless.learner.policy import PolicyModels, objective_params
 from crowdless.learner.steps import StepLosses, train_steps
@@ -59,7 +61,8 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
     steps = [order[i:i + per_step] for i in range(0, len(order), per_step)]
     # the frozen reference's log-probs once per phase, each distinct row once
     mine = [i for whole in steps for i in models.ranks.share(whole)[0]]
-    reference = models.sequence_logprobs(models.reference, [row for i in mine for row in items[i]], sampled)
+    reference, reference_tokens = models.answer_logprobs(models.reference, [row for i in mine for row in items[i]],
+                                                         sampled)
     models.policy.module.train()
     tokens = 0
 
@@ -68,12 +71,16 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
         chunk = [items[i] for i in chosen]
         rows = [row for item in chunk for row in item]
         batch = token_batch(models.text_rows(rows, sampled), models.pad_id)
-        logps = sequence_logprobs(models.forward.logprobs(models.policy, batch, torch.arange(len(rows))),
-                                  batch["mask"])
+        token_logps = models.forward.logprobs(models.policy, batch, torch.arange(len(rows)))
+        logps = sequence_logprobs(token_logps, batch["mask"])
         tokens += int(batch["mask"].sum()) * real
         index, valid = padded_lists(chunk)
         ref = torch.tensor([reference[row] for row in rows])
-        loss, metrics = objective.loss(PreferenceBatch(logps[index], ref[index], valid), params)
+        kl = None
+        if params.kl_coef > 0:
+            ref_tokens = pad_sequence([reference_tokens[row] for row in rows], batch_first=True)
+            kl = kl_k3(token_logps, ref_tokens, batch["mask"]).sum(dim=1)[index]
+        loss, metrics = objective.loss(PreferenceBatch(logps[index], ref[index], valid, kl), params)
         return StepLosses([(models.policy, loss)], metrics, len(chosen), len(whole))
 
     summary = train_steps(steps, models.ranks, step, models.device, report)
