@@ -76,7 +76,9 @@ def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[
     from crowdless.evaluation.judge import SETS, compare
 
     first = next(iter(variant_runs))
-    sets = [name for name in SETS if (variant_runs[first][0] / "eval" / "answers" / name).is_dir()]
+    # the sets every run judged: a run from before a set existed (dev) leaves it out of the table
+    runs = [run for variant in variant_runs.values() for run in variant]
+    sets = [name for name in SETS if all((run / "eval" / "answers" / name).is_dir() for run in runs)]
     rows = []
     for set_name in sets:
         for name, runs in variant_runs.items():

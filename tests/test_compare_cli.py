@@ -74,3 +74,14 @@ def test_each_set_gets_its_rows_and_a_variant_on_other_prompts_is_not_paired(tmp
     table = format_markdown(rows, "textrank")
     assert "### trained" in table and "(other prompts)" in table
     assert seed_list("0,1,2") == [0, 1, 2]
+
+
+def test_a_set_some_runs_never_judged_is_left_out_of_the_table(tmp_path):
+    """A run from before the dev set existed is compared on the sets every run has."""
+    for seed, sets in ((0, ("unseen", "dev")), (1, ("unseen",))):
+        for set_name in sets:
+            _write(tmp_path / f"seed-{seed}", 0, [0.2] * 4, set_name)
+            _write(tmp_path / f"seed-{seed}", 2, [0.3] * 4, set_name)
+    rows = comparison_rows({"textrank": [tmp_path / "seed-0", tmp_path / "seed-1"]}, {"textrank": 2},
+                           EvalConfig(bootstrap_resamples=200), seed=0)
+    assert {set_name for set_name, *_ in rows} == {"unseen"}
