@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from configs.schema import ConfigError, CrowdlessConfig, flat_keys, load_config, resolve_config_path
+from crowdless.data.prompt_sets import DataError, prompt_example
 from serve.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,12 +113,11 @@ def _prompt_row(line: str, where: str) -> dict:
         prompt = messages[-1].get("content")
     else:
         raise bad(f"expected 'prompt' or 'messages', got fields {sorted(row)}")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise bad("the prompt must be a non-empty string")
-    reference = row.get("reference")
-    if reference is not None and not isinstance(reference, str):
-        raise bad(f"'reference' must be a string, got {type(reference).__name__}")
-    return {"prompt": prompt.strip(), **({"reference": reference.strip()} if reference else {})}
+    try:  # the checks the training loaders make of every prompt row
+        example = prompt_example({"prompt": prompt, "reference": row.get("reference")}, "prompt", "reference")
+    except DataError as error:
+        raise bad(str(error)) from None
+    return {"prompt": example.prompt, **({"reference": example.reference} if example.reference else {})}
 
 
 # ---- job settings --------------------------------------------------------------------------

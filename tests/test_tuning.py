@@ -61,8 +61,8 @@ def test_uploaded_prompts_become_loader_rows_and_a_bad_line_is_named():
         (b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
          "line 1: 'messages' must end with a user turn"),
         (b'{"question": "q"}', "line 1: expected 'prompt' or 'messages', got fields ['question']"),
-        (b'{"prompt": "q", "reference": 3}', "line 1: 'reference' must be a string"),
-        (b'{"prompt": "  "}', "line 1: the prompt must be a non-empty string"),
+        (b'{"prompt": "q", "reference": 3}', "line 1: field 'reference' must be a string"),
+        (b'{"prompt": "  "}', "line 1: field 'prompt' must be a non-empty string"),
         (b"\xff\xfe", "not UTF-8"), (b"\n\n", "no prompts"),
     ]:
         error = _error(prompt_rows, data, 10_000)

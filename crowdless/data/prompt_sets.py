@@ -332,9 +332,11 @@ def _squad_hub_rows(name: str, split: str) -> Iterable[tuple[str, Any]]:
         yield where, _squad_row(row.get("context"), row.get("question"), texts, title)
 
 
-def _to_example(
+def prompt_example(
     row: Any, prompt_field: str, reference_field: str | None, group_field: str | None = None
 ) -> PromptExample:
+    """One data row as a PromptExample: a non-empty string prompt, an optional string reference
+    (the training loaders and the tuning service's file upload check rows alike)."""
     if isinstance(row, DataError):
         raise row
     if not isinstance(row, dict):
@@ -416,7 +418,7 @@ def load_prompts(
             report.excluded[row.reason] = report.excluded.get(row.reason, 0) + 1
             continue
         try:
-            examples.append(_to_example(row, prompt_field, reference_field, group_field))
+            examples.append(prompt_example(row, prompt_field, reference_field, group_field))
         except DataError as exc:
             message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
             if on_bad_row == "error":
