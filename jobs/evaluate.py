@@ -97,10 +97,18 @@ class PolicyLikelihood:
     def __call__(self, prompts: list[str], answers: list[str]) -> list[float]:
         from crowdless.models.likelihood import answer_logprobs
 
+        return answer_logprobs(self.model, self.tokenizer, prompts, answers, **self._options())
+
+    def tokens(self, prompts: list[str], answers: list[str]) -> list[tuple[list[int], list[float]]]:
+        """Each answer's token ids and log-probs (jobs/reference_tokens.py)."""
+        from crowdless.models.likelihood import answer_token_logprobs
+
+        return answer_token_logprobs(self.model, self.tokenizer, prompts, answers, **self._options())
+
+    def _options(self) -> dict:
         mc = self.config.model
-        return answer_logprobs(self.model, self.tokenizer, prompts, answers,
-                                   use_chat_template=mc.use_chat_template, max_prompt_tokens=mc.max_prompt_tokens,
-                                   max_answer_tokens=self.config.eval.max_new_tokens)
+        return dict(use_chat_template=mc.use_chat_template, max_prompt_tokens=mc.max_prompt_tokens,
+                    max_answer_tokens=self.config.eval.max_new_tokens)
 
 
 def evaluate_run(args: argparse.Namespace) -> Path:

@@ -63,3 +63,18 @@ def test_sums_and_the_implicit_reward_of_a_policy_against_itself(tiny_model_dir,
     expected = 0.1 * (answer_logprobs(model, tokenizer, ["Hi"], ["Hello"], per_token=False, **options)[0]
                       - answer_logprobs(reward.reference, tokenizer, ["Hi"], ["Hello"], per_token=False, **options)[0])
     assert reward.score(["Hi"], ["Hello"])[0] == pytest.approx(expected, abs=1e-4) and expected != 0
+
+
+def test_the_logprob_shift_splits_eos_first_token_and_positions():
+    from crowdless.models.likelihood import logprob_shift_by_position
+
+    eos = 9
+    before = [([5, 6, eos], [-1.0, -2.0, -3.0]), ([7, eos], [-1.0, -1.0])]
+    after = [([5, 6, eos], [-2.0, -2.5, -9.0]), ([7, eos], [-1.0, -5.0])]
+    shift = logprob_shift_by_position(before, after, eos, last_position=1)
+    assert shift["eos"] == pytest.approx((-6.0 - 4.0) / 2)
+    assert shift["first"] == pytest.approx((-1.0 + 0.0) / 2)
+    assert shift["rest"] == pytest.approx(-0.5)
+    assert shift["position_0"] == pytest.approx(-0.5) and shift["position_1+"] == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="same answers"):
+        logprob_shift_by_position(before, after[::-1], eos)

@@ -16,11 +16,10 @@ from crowdless.models.reward import pad_right
 
 
 @torch.no_grad()
-def answer_logprobs(model, tokenizer, prompts: list[str], answers: list[str], *, use_chat_template: bool,
-                    max_prompt_tokens: int, max_answer_tokens: int, per_token: bool = True,
-                    batch_size: int = 16) -> list[float]:
-    """[N] log-probabilities of the answers given their prompts, summed over the answer's tokens
-    or (per_token) their mean. An answer is
+def answer_token_logprobs(model, tokenizer, prompts: list[str], answers: list[str], *, use_chat_template: bool,
+                          max_prompt_tokens: int, max_answer_tokens: int,
+                          batch_size: int = 16) -> list[tuple[list[int], list[float]]]:
+    """Each answer's token ids and their log-probabilities given the prompt. An answer is
     tokenised as written, EOS appended where the whole answer fits in max_answer_tokens (a finished
     answer ends there), cut at max_answer_tokens without EOS otherwise. Rows go through in
     batches of similar length, right-padded."""
@@ -28,7 +27,7 @@ def answer_logprobs(model, tokenizer, prompts: list[str], answers: list[str], *,
     rows = [(encode_prompt(tokenizer, p, use_chat_template, max_prompt_tokens),
              encode_answer(tokenizer, a, max_answer_tokens, eos_when_cut=False)) for p, a in zip(prompts, answers)]
     device = next(model.parameters()).device
-    values = [0.0] * len(rows)
+    values: list = [None] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
     for start in range(0, len(order), batch_size):
         part = order[start:start + batch_size]
@@ -39,9 +38,16 @@ def answer_logprobs(model, tokenizer, prompts: list[str], answers: list[str], *,
                                                       reduction="none").view(len(part), -1).cpu()
         for row, i in enumerate(part):
             prompt_length, answer_length = len(rows[i][0]), len(rows[i][1])
-            tokens = logprobs[row, prompt_length - 1:prompt_length - 1 + answer_length]
-            values[i] = float(tokens.mean() if per_token else tokens.sum())
+            values[i] = (rows[i][1], logprobs[row, prompt_length - 1:prompt_length - 1 + answer_length].tolist())
     return values
+
+
+def answer_logprobs(model, tokenizer, prompts: list[str], answers: list[str], *, per_token: bool = True,
+                    **options) -> list[float]:
+    """[N] log-probabilities of the answers given their prompts (see answer_token_logprobs),
+    summed over the answer's tokens or (per_token) their mean."""
+    rows = answer_token_logprobs(model, tokenizer, prompts, answers, **options)
+    return [float(torch.tensor(tokens).mean() if per_token else torch.tensor(tokens).sum()) for _, tokens in rows]
 
 
 class ImplicitReward:
@@ -68,3 +74,24 @@ class ImplicitReward:
         policy = answer_logprobs(self.policy, self.tokenizer, prompts, answers, **self.options)
         reference = answer_logprobs(self.reference, self.tokenizer, prompts, answers, **self.options)
         return [self.beta * (p - r) for p, r in zip(policy, reference)]
+
+
+def logprob_shift_by_position(before: list[tuple[list[int], list[float]]], after: list[tuple[list[int], list[float]]],
+                              eos_id: int, last_position: int = 6) -> dict[str, float]:
+    """Where the answers' log-probabilities moved between two models (answer_token_logprobs of the
+    same answers under each): the mean change at the closing EOS, at the first token, at every
+    other token, and by position, EOS left out (positions from last_position on pooled). A policy that learns
+    not to stop shows it at the EOS; one that narrows its openings, at the first token."""
+    groups: dict[str, list[float]] = {"eos": [], "first": [], "rest": []}
+    positions: dict[int, list[float]] = {}
+    for (ids, old), (same_ids, new) in zip(before, after):
+        if ids != same_ids:
+            raise ValueError("before and after must hold the same answers' tokens, in the same order")
+        for t, (token, a, b) in enumerate(zip(ids, old, new)):
+            groups["eos" if token == eos_id else "first" if t == 0 else "rest"].append(b - a)
+            if token != eos_id:
+                positions.setdefault(min(t, last_position), []).append(b - a)
+    shift = {name: sum(values) / len(values) for name, values in groups.items() if values}
+    shift.update({f"position_{t}{'+' if t == last_position else ''}": sum(v) / len(v)
+                  for t, v in sorted(positions.items())})
+    return shift
