@@ -137,6 +137,17 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
                          cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert bad.returncode == 2 and "no complete checkpoint for iterations [7]" in bad.stderr
 
+    # jobs/reference_tokens.py: where the references' log-probability moved, token by token
+    result = subprocess.run([sys.executable, "jobs/reference_tokens.py", "--run-dir", str(run_dir), "--set", "unseen"],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    shift = json.loads((run_dir / "eval" / "reference_tokens-iter-3-unseen.json").read_text())
+    assert shift["iteration"] == 3 and shift["references"] >= len(in_run)
+    assert {"first", "position_0"} <= set(shift) and shift["first"] == pytest.approx(shift["position_0"])
+    bad = subprocess.run([sys.executable, "jobs/reference_tokens.py", "--run-dir", str(run_dir), "--set", "nope"],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--set 'nope'" in bad.stderr
+
 
 @pytest.mark.parametrize("objective", ["grpo", "rloo", "reinforce_pp", "dpo", "listwise"])
 def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
