@@ -176,3 +176,43 @@ def test_console_table_puts_the_sets_side_by_side():
     assert lines[0].split() == ["metric", "unseen", "ood"]
     assert lines[1].split() == ["chrf", "+0.500", "(+0.100,", "+0.900)", ">0", "+0.500", "(-0.200,", "+0.900)"]
     assert lines[2].startswith("  cosine*") and lines[-1] == "  * the ranker's own embedding: never counted alone"
+
+
+def test_a_length_matched_baseline_is_cut_to_the_systems_word_count():
+    from algos.metrics import load_wordnet
+    from crowdless.evaluation.judge import cut_to_words, length_matched_scores
+
+    assert cut_to_words("one two  three four", 2) == "one two" and cut_to_words("one", 5) == "one"
+    references = ["the cat sat on the mat"]
+    baseline = [{"prompt": "p", "references": references, "answer": "the cat sat on the mat and then it ran far away"}]
+    system = [{"prompt": "p", "references": references, "answer": "a cat sat on a mat"}]
+    matched = length_matched_scores(baseline, system, load_wordnet())
+    # cut to six words the baseline is the reference itself
+    assert matched["chrf"][0] == pytest.approx(100.0) and matched["bleu"][0] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="different prompts"):
+        length_matched_scores(baseline, [{**system[0], "prompt": "q"}], None)
+
+
+def test_length_control_job_pools_runs_and_writes_its_table(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
+    from length_control import main
+
+    references = ["the cat sat on the mat"]
+    for seed in (0, 1):
+        folder = tmp_path / f"seed-{seed}" / "eval" / "answers" / "unseen"
+        folder.mkdir(parents=True)
+        for iteration, answer in ((0, "the cat sat on the mat and ran off"), (2, "a cat sat on the mat")):
+            row = {"prompt": f"p{seed}", "references": references, "answer": answer, "chrf": 50.0, "bleu": 10.0,
+                   "meteor": 40.0}
+            (folder / f"iter-{iteration}.jsonl").write_text(json.dumps(row) + "\n")
+    runs = [str(tmp_path / "seed-0"), str(tmp_path / "seed-1")]
+    assert main([*runs, "--sets", "unseen"]) == 0
+    saved = json.loads((tmp_path / "seed-0" / "eval" / "length_control.json").read_text())["unseen"]
+    assert saved["prompts"] == 2
+    # the start cut to six words is the reference: the final answers' recorded 50 is below it
+    assert saved["beyond_length"]["chrf"]["difference"] < 0 < saved["length_alone"]["chrf"]["difference"]
+    assert main([*runs, "--sets", "unseen", "--iteration", "4"]) == 2
