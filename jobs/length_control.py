@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             rows = [[json.loads(line) for line in (folder / f"iter-{i}.jsonl").read_text().splitlines() if line]
                     for i in (0, iteration)]
             matched = length_matched_scores(rows[0], rows[1], wordnet)
-            for metric, values in matched.items():
-                key = metric if metric in rows[1][0] else f"{metric}_nosyn"
-                cut.setdefault(metric, []).append(values)
-                final.setdefault(metric, []).append(np.array([r[key] for r in rows[1]], dtype=float))
-                start.setdefault(metric, []).append(np.array([r[key] for r in rows[0]], dtype=float))
+            # only metrics the run's files were scored on too (meteor and meteor_nosyn differ)
+            for metric in [m for m in matched if m in rows[0][0] and m in rows[1][0]]:
+                cut.setdefault(metric, []).append(matched[metric])
+                final.setdefault(metric, []).append(np.array([r[metric] for r in rows[1]], dtype=float))
+                start.setdefault(metric, []).append(np.array([r[metric] for r in rows[0]], dtype=float))
         pooled = [{m: np.concatenate(v) for m, v in d.items()} for d in (start, cut, final)]
         beyond = compare(pooled[1], pooled[2], args.seed)
         length_alone = compare(pooled[0], pooled[1], args.seed)

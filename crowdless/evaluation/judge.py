@@ -357,14 +357,15 @@ def cut_to_words(answer: str, words: int) -> str:
 
 
 def length_matched_scores(baseline_rows: list[dict], system_rows: list[dict], wordnet,
-                          metrics: tuple[str, ...] = ("chrf", "bleu", "meteor")) -> dict[str, np.ndarray]:
+                          metrics: tuple[str, ...] = ("chrf", "bleu", "meteor", "meteor_nosyn")
+                          ) -> dict[str, np.ndarray]:
     """Per prompt, the baseline's answer cut to the system's answer's word count, scored against
     the references: the baseline as long as the system. A policy that only learned to stop earlier
     scores no better than it (docs/experiments.md E24). Rows are read_answers' file rows, one
-    prompt each, in the same order."""
+    prompt each, in the same order. Metrics keep answer_scores' names: METEOR scored without
+    WordNet is meteor_nosyn, a different metric from meteor."""
     if [r["prompt"] for r in baseline_rows] != [r["prompt"] for r in system_rows]:
         raise ValueError("the baseline and the system answered different prompts")
     rows = [answer_scores(cut_to_words(b["answer"], len(s["answer"].split())), b["references"], wordnet)
             for b, s in zip(baseline_rows, system_rows)]
-    # without WordNet METEOR is scored as meteor_nosyn on both sides
-    return {m: np.array([row.get(m, row.get(f"{m}_nosyn", np.nan)) for row in rows], dtype=float) for m in metrics}
+    return {m: np.array([row[m] for row in rows], dtype=float) for m in metrics if m in rows[0]}
