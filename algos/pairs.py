@@ -10,6 +10,7 @@ build_pairs:  ranked distinct answers -> (chosen, rejected) pairs with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -91,18 +92,31 @@ def rank_answers(
     return Ranking(scores=scores, labels=labels, kept=kept)
 
 
-def place_cut_answers(kept: Sequence[int], finished: Sequence[bool], mode: str) -> list[int]:
-    """The ranked answers (indices, best first) with those cut at the token cap (finished False)
-    kept in place ("keep"), moved below every finished one, in their own order ("last": a cut
-    answer is never chosen over a finished one), or left out ("drop")."""
+def demote_answers(kept: Sequence[int], sound: Sequence[bool], mode: str) -> list[int]:
+    """The ranked answers (indices, best first) with the unsound ones (sound False: cut at the
+    token cap, or echoing the prompt) kept in place ("keep"), moved below every sound one, in
+    their own order ("last": never chosen over a sound answer), or left out ("drop")."""
     if mode == "keep":
         return list(kept)
-    complete = [i for i in kept if finished[i]]
+    complete = [i for i in kept if sound[i]]
     if mode == "last":
-        return complete + [i for i in kept if not finished[i]]
+        return complete + [i for i in kept if not sound[i]]
     if mode == "drop":
         return complete
-    raise ValueError(f"unknown cut-answer mode {mode!r}; expected keep, last or drop")
+    raise ValueError(f"unknown mode {mode!r} for unsound answers; expected keep, last or drop")
+
+
+def echoes_prompt(answer: str, prompt: str, share: float) -> bool:
+    """Whether at least `share` of the answer's words (case-folded) are words of the prompt.
+
+    An echo ("My screen is flickering." to "My screen is flickering.") says nothing new, yet it is
+    similar to every answer about the prompt, so TextRank ranks it first; trained on, echoes took
+    over the policy's answers from the third iteration (docs/experiments.md E25)."""
+    words = re.findall(r"\w+", answer.lower())
+    if not words:
+        return False
+    prompt_words = set(re.findall(r"\w+", prompt.lower()))
+    return sum(word in prompt_words for word in words) >= share * len(words)
 
 
 def default_interval(num_ranked: int) -> int:

@@ -142,6 +142,14 @@ class RankingConfig(Section):
         "keep", description="Answers cut at rollout.max_new_tokens (no EOS): ranked like any other "
         "(keep), ranked below every finished answer (last: never chosen over one), or left out of "
         "the ranking and its pairs (drop).")
+    prompt_echoes: Literal["keep", "last", "drop"] = Field(
+        "keep", description="Answers that echo the prompt (ranking.echo_share of their words are "
+        "the prompt's): ranked like any other (keep), below every answer that is not an echo "
+        "(last), or left out (drop). Cut answers still go below echoes. Orders pairs and lists "
+        "(dpo, listwise), not the ranker's rewards.")
+    echo_share: float = Field(
+        0.8, gt=0.0, le=1.0, description="An answer at least this share of whose words appear in "
+        "the prompt echoes it (\"My printer is not printing.\" to \"My printer is not printing.\").")
     interval: int | None = Field(
         None, ge=1, description="Pair rank gap IL; None is half the ranked list's length."
     )

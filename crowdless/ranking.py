@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from algos.pairs import build_pairs, place_cut_answers, rank_answers
+from algos.pairs import build_pairs, demote_answers, echoes_prompt, rank_answers
 from configs.schema import RankingConfig
 from crowdless.models.loading import resolve_model
 from crowdless.data.records import RankedGroup
@@ -37,7 +37,8 @@ def rank_group(
 ) -> RankedGroup:
     """Rank answers [N] with their embeddings [N, D]; build preference pairs with noise.
     finished: whether each answer ended with EOS (ranking.cut_answers places the others);
-    None, as for answers from outside a rollout: all finished."""
+    None, as for answers from outside a rollout: all finished. Answers that echo the prompt
+    (ranking.echo_share) are placed by ranking.prompt_echoes; cut answers go below them."""
     if len(answers) != len(embeddings):
         raise ValueError(f"{len(answers)} answers but {len(embeddings)} embeddings")
     if not answers:
@@ -52,7 +53,9 @@ def rank_group(
         deduplicate=config.deduplicate,
         order=config.order,
     )
-    kept = place_cut_answers(ranking.kept, finished or [True] * len(answers), config.cut_answers)
+    says_more = [not echoes_prompt(answer, prompt, config.echo_share) for answer in answers]
+    kept = demote_answers(ranking.kept, says_more, config.prompt_echoes)
+    kept = demote_answers(kept, finished or [True] * len(answers), config.cut_answers)
     pairs = build_pairs(
         [answers[i] for i in kept],
         config.interval,

@@ -260,15 +260,56 @@ def test_ranking_statistics_by_hand():
     assert ranking_statistics([])["pairs"] == 0
 
 
-def test_cut_answers_keep_their_place_go_last_or_are_dropped():
-    from algos.pairs import place_cut_answers
+def test_unsound_answers_keep_their_place_go_last_or_are_dropped():
+    from algos.pairs import demote_answers
 
-    kept, finished = [3, 0, 2, 1], [True, False, True, False]  # answers 1 and 3 hit the token cap
-    assert place_cut_answers(kept, finished, "keep") == [3, 0, 2, 1]
-    assert place_cut_answers(kept, finished, "last") == [0, 2, 3, 1]  # finished first, each in TextRank order
-    assert place_cut_answers(kept, finished, "drop") == [0, 2]
+    kept, sound = [3, 0, 2, 1], [True, False, True, False]  # answers 1 and 3 hit the token cap
+    assert demote_answers(kept, sound, "keep") == [3, 0, 2, 1]
+    assert demote_answers(kept, sound, "last") == [0, 2, 3, 1]  # sound first, each in TextRank order
+    assert demote_answers(kept, sound, "drop") == [0, 2]
     with pytest.raises(ValueError, match="expected keep, last or drop"):
-        place_cut_answers(kept, finished, "first")
+        demote_answers(kept, sound, "first")
+
+
+@pytest.mark.parametrize("answer, echoes", [
+    ("My printer is not printing.", True),
+    ("my PRINTER is not printing!!", True),  # case and punctuation do not matter
+    ("The printer is not printing.", True),  # 4 of 5 words are the prompt's: at the 0.8 share
+    ("Your printer is not printing.", True),
+    ("The printer in your computer is not printing.", False),  # 5 of 8
+    ("Check that the printer has paper and ink.", False),
+    ("", False),
+])
+def test_an_answer_echoes_the_prompt_when_most_of_its_words_are_the_prompts(answer, echoes):
+    from algos.pairs import echoes_prompt
+
+    assert echoes_prompt(answer, "My printer is not printing.", share=0.8) is echoes
+
+
+def test_an_echo_is_never_chosen_over_an_answer_that_says_more_when_echoes_go_last():
+    """Samples from E24's run at iteration 3: TextRank put the echo first (it is near every answer)."""
+    from configs.schema import RankingConfig
+    from crowdless.ranking import rank_group
+
+    prompt = "My printer is not printing."
+    answers = ["My printer is not printing.", "I'm not able to print on your printer.",
+               "Check the paper tray and the cable.", "The printer is not printing."]
+    vectors = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.6, 0.0, 0.8], [0.95, 0.1, 0.1]])
+    config = RankingConfig(noise_share=0.0, deduplicate=False)
+    kept = rank_group(prompt, answers, vectors, config, np.random.default_rng(0))
+    assert kept.ranked[0] in (0, 3)  # the echoes are the most central
+    group = rank_group(prompt, answers, vectors, config.model_copy(update={"prompt_echoes": "last"}),
+                       np.random.default_rng(0))
+    assert sorted(group.ranked[:2]) == [1, 2] and sorted(group.ranked[2:]) == [0, 3]
+    assert group.pairs and not any(p.chosen in (answers[0], answers[3]) and p.rejected in answers[1:3]
+                                   for p in group.pairs)
+    cut = rank_group(prompt, answers, vectors, config.model_copy(update={"prompt_echoes": "last",
+                                                                       "cut_answers": "last"}),
+                     np.random.default_rng(0), finished=[True, False, True, True])
+    assert cut.ranked[0] == 2 and cut.ranked[-1] == 1  # a cut answer goes below the echoes
+    dropped = rank_group(prompt, answers, vectors, config.model_copy(update={"prompt_echoes": "drop"}),
+                         np.random.default_rng(0))
+    assert sorted(dropped.ranked) == [1, 2]
 
 
 def test_a_cut_answer_is_never_chosen_over_a_finished_one_when_ranked_last():
