@@ -334,3 +334,16 @@ def test_a_cut_answer_is_never_chosen_over_a_finished_one_when_ranked_last():
                                                                                 deduplicate=False),
                          np.random.default_rng(0), finished)
     assert sorted(dropped.ranked) == [0, 1] and all(p.rejected in answers[:2] for p in dropped.pairs)
+
+
+def test_pairs_report_counts_words_and_echoes_of_answers_and_of_real_pairs_only():
+    from jobs.pairs_report import iteration_report
+
+    group = {"prompt": "My printer is not printing.",
+             "answers": ["My printer is not printing.", "Check the paper tray and the cable now."],
+             "pairs": [{"chosen": "My printer is not printing.", "rejected": "Check the paper tray and the cable now.",
+                        "noised": False},
+                       {"chosen": "My printer is not printing.", "rejected": "paper the Check tray", "noised": True}]}
+    report = iteration_report([group], echo_share=0.8)
+    assert report == {"answer_words": 6.5, "answer_echoes": 0.5, "chosen_words": 5.0, "chosen_echoes": 1.0,
+                      "rejected_words": 8.0, "rejected_echoes": 0.0}
