@@ -113,6 +113,27 @@ def prune_training_state(run_dir: Path, keep_iteration: int, folder_name: str) -
             shutil.rmtree(folder / folder_name)
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def check_room_for_checkpoint(run_dir: Path) -> None:
+    """Refuse to start an iteration whose checkpoint would not fit on the disk: the newest
+    complete checkpoint (weights and training state) is the measure of the next. A full disk
+    otherwise fails mid-write with torch's "unexpected pos", after the iteration's work is done."""
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return
+    needed, free = folder_bytes(latest[1]), shutil.disk_usage(run_dir).free
+    if free < needed:
+        gib = 1024 ** 3
+        raise RunDirError(
+            f"disk nearly full: {free / gib:.1f} GiB free under {run_dir}, but the last checkpoint "
+            f"({latest[1].name}) took {needed / gib:.1f} GiB; free space (older runs, or the policy "
+            f"folders of earlier checkpoints/iter-*) and rerun with --resume: the run stopped after "
+            f"iteration {latest[0]}, nothing is lost")
+
+
 def read_control(run_dir: Path):
     """(ControlConfig, None) from RUN_DIR/control.yaml, the run-time controls a user can edit while
     the job runs (jobs/scale.py); (empty ControlConfig, the error) where the file is invalid: a

@@ -172,7 +172,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
 
     from cluster.console import log_dir_env, quiet_driver_libraries
     from crowdless.learner.checkpoint import TRAINING_STATE
-    from cluster.run_dir import (MetricsLog, check_run_dir, checkpoint_dir, config_changes,
+    from cluster.run_dir import (MetricsLog, check_room_for_checkpoint, check_run_dir, checkpoint_dir, config_changes,
                                  discard_incomplete_checkpoints, is_run_dir, latest_checkpoint, mark_complete,
                                  prune_training_state)
 
@@ -239,6 +239,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
         if start_iteration == 1:
             metrics_log.log(0, prefixed("eval_", evaluation.evaluate("iter-0", generate, answer_logprobs)))
     for iteration in range(start_iteration, total + 1):
+        check_room_for_checkpoint(run_dir)
         phase = PhaseTimer(run_dir / "events.jsonl", iteration)
         control_error = apply_control(run_dir, rollouts)
         prompts = [p.prompt for p in prompts_for_iteration(

@@ -106,3 +106,22 @@ def test_a_run_recorded_before_the_policy_keys_moved_is_compared_under_their_new
     recorded["ppo"]["lr"] = config.policy.lr
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(recorded))
     assert config_changes(tmp_path, config_tree(config)) == []
+
+
+def test_an_iteration_whose_checkpoint_would_not_fit_is_refused_before_it_starts(tmp_path, monkeypatch):
+    import shutil
+
+    from cluster.run_dir import RunDirError, check_room_for_checkpoint, checkpoint_dir, mark_complete
+
+    check_room_for_checkpoint(tmp_path)  # no checkpoint yet: nothing to measure by
+    folder = checkpoint_dir(tmp_path, 1)
+    (folder / "policy").mkdir(parents=True)
+    (folder / "policy" / "model.safetensors").write_bytes(b"\0" * 3000)
+    mark_complete(tmp_path, 1, {})
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=3100))
+    check_room_for_checkpoint(tmp_path)  # 3000 bytes of weights and a small state.json fit
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=2000))
+    with pytest.raises(RunDirError, match=r"disk nearly full: 0.0 GiB free .* last checkpoint \(iter-1\).*"
+                                          r"--resume: the run stopped after iteration 1"):
+        check_room_for_checkpoint(tmp_path)
