@@ -66,6 +66,8 @@ class ObjectiveParams:
     whiten      ppo, reinforce_pp: normalise advantages over the batch's real tokens.
                 (grpo and rloo advantages are already normalised / centred within each group.)
     beta        dpo, listwise: temperature of the implicit reward beta * log(pi / pi_ref).
+    nll_coef    dpo, listwise: weight of the best answer's per-token negative log-likelihood in
+                the loss (RPO, Pang et al. 2024, arXiv 2404.19733; 0: none). See `anchored`.
     group_eps   grpo: eps in (r - mean_g) / (std_g + eps).
     scale       grpo: what divides the centred rewards: "group" each group's own std (DeepSeekMath),
                 "batch" one std of the centred rewards over the whole batch (a group whose answers
@@ -80,6 +82,7 @@ class ObjectiveParams:
     value_clip: float = 0.2
     whiten: bool = True
     beta: float = 0.1
+    nll_coef: float = 0.0
     group_eps: float = 1e-6
     scale: Literal["group", "batch", "none"] = "group"
 
@@ -154,7 +157,8 @@ class PreferenceBatch:
     ref_logps  [G, K] the same under the frozen reference
     mask       [G, K] True = a real answer; padding anywhere is ignored (values there are not read)
     kl         [G, K] sum_t k3(pi, pi_ref) over each answer's tokens (with grad); needed when
-               kl_coef > 0 (see `kl_anchored`)
+               kl_coef > 0 (see `anchored`)
+    lengths    [G, K] tokens in each answer; needed when nll_coef > 0
     Pairs (dpo) are K = 2 rows (chosen, rejected): build them with `PreferenceBatch.from_pairs`.
     """
 
@@ -162,6 +166,7 @@ class PreferenceBatch:
     ref_logps: torch.Tensor
     mask: torch.Tensor | None = None
     kl: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.logps.dim() != 2:
@@ -172,8 +177,9 @@ class PreferenceBatch:
         else:
             _check_shape("mask", self.mask, tuple(self.logps.shape))
             object.__setattr__(self, "mask", self.mask.bool())
-        if self.kl is not None:
-            _check_shape("kl", self.kl, tuple(self.logps.shape))
+        for name in ("kl", "lengths"):
+            if getattr(self, name) is not None:
+                _check_shape(name, getattr(self, name), tuple(self.logps.shape))
 
     @classmethod
     def from_pairs(cls, chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
@@ -471,25 +477,36 @@ def plackett_luce_loss(logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch
     }
 
 
-def kl_anchored(result: tuple[torch.Tensor, Metrics], batch: PreferenceBatch,
-                params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
-    """A preference loss plus kl_coef * the mean over real answers of sum_t k3(pi, pi_ref):
+def anchored(result: tuple[torch.Tensor, Metrics], batch: PreferenceBatch,
+             params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
+    """A preference loss plus two optional anchors (each off at weight 0):
 
         L' = L + kl_coef * mean_{g,k} sum_t [exp(d_t) - d_t - 1],  d_t = log ref_t - log pi_t
+               + nll_coef * mean_g -log pi(y_g1|x) / |y_g1|
 
     beta bounds the policy only through the pairs' log-ratio margins, which saturate: online DPO
     can lower chosen and rejected answers together and move the probability elsewhere (likelihood
     displacement, Razin et al. 2024, arXiv 2410.08847). The k3 term holds each trained answer's
-    tokens near the reference, both ways; it grows exponentially as a token falls below it.
+    tokens near the reference, both ways; it grows exponentially as a token falls below it. The
+    NLL term (RPO) pulls the best answer of each item (the chosen one, the top of a list) up
+    instead: the policy moves towards its preferred answers, not away from both.
     """
     loss, metrics = result
-    if params.kl_coef == 0:
-        return result
-    if batch.kl is None:
-        raise ValueError("kl_coef > 0 needs PreferenceBatch.kl (each answer's summed k3)")
-    kl = batch.kl[batch.mask].mean()
-    loss = loss + params.kl_coef * kl
-    return loss, {**metrics, "kl": kl.item(), "loss": loss.item()}
+    if params.kl_coef > 0:
+        if batch.kl is None:
+            raise ValueError("kl_coef > 0 needs PreferenceBatch.kl (each answer's summed k3)")
+        kl = batch.kl[batch.mask].mean()
+        loss = loss + params.kl_coef * kl
+        metrics = {**metrics, "kl": kl.item()}
+    if params.nll_coef > 0:
+        if batch.lengths is None:
+            raise ValueError("nll_coef > 0 needs PreferenceBatch.lengths (each answer's tokens)")
+        nll = (-batch.logps[:, 0] / batch.lengths[:, 0].clamp(min=1)).mean()
+        loss = loss + params.nll_coef * nll
+        metrics = {**metrics, "chosen_nll": nll.item()}
+    if loss is not result[0]:
+        metrics["loss"] = loss.item()
+    return loss, metrics
 
 
 def dpo_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
@@ -498,13 +515,13 @@ def dpo_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torch.Ten
         L = -mean log sigmoid(beta * ((log pi_w - log ref_w) - (log pi_l - log ref_l)))
 
     Inputs are sequence log-prob sums (sequence_logprobs). Every row must hold two real answers.
-    kl_coef > 0 adds `kl_anchored`'s term.
+    kl_coef > 0 and nll_coef > 0 add `anchored`'s terms.
     """
     if batch.logps.shape[1] != 2 or not bool(batch.mask.all()):
         raise ValueError("dpo needs [P, 2] (chosen, rejected) rows with no padding, "
                          f"got {tuple(batch.logps.shape)}")
     logps, ref = batch.logps, batch.ref_logps
-    return kl_anchored(dpo_pair_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], params.beta), batch, params)
+    return anchored(dpo_pair_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], params.beta), batch, params)
 
 
 def listwise_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
@@ -514,9 +531,9 @@ def listwise_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torc
         L = mean_g -sum_{k < K_g} [ s_k - logsumexp(s_k..s_{K_g}) ],
         s_k = beta * log(pi(y_k|x) / pi_ref(y_k|x))
 
-    See plackett_luce_loss. Equals dpo_loss on K = 2 lists. kl_coef > 0 adds `kl_anchored`'s term.
+    See plackett_luce_loss. Equals dpo_loss on K = 2 lists. kl_coef > 0 and nll_coef > 0 add `anchored`'s terms.
     """
-    return kl_anchored(plackett_luce_loss(batch.logps, batch.ref_logps, batch.mask, params.beta), batch, params)
+    return anchored(plackett_luce_loss(batch.logps, batch.ref_logps, batch.mask, params.beta), batch, params)
 
 
 # ---- registry ------------------------------------------------------------------------------------

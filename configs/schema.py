@@ -190,6 +190,10 @@ class PolicyConfig(Section):
         0.05, ge=0.0, description="KL weight to the frozen starting policy (paper: 0.5): ppo, rloo, "
         "reinforce_pp as a reward penalty, grpo as a loss term; dpo and listwise as a loss term on "
         "the trained answers' summed k3 KL, beside beta's implicit hold (0: beta alone).")
+    nll_coef: float = Field(
+        0.0, ge=0.0, description="dpo and listwise: weight of the best answer's per-token negative "
+        "log-likelihood in the loss (RPO, arXiv 2404.19733): pulls the chosen answers up where DPO "
+        "alone can lower chosen and rejected together (0: none).")
     old_logprobs: Literal["engine", "recompute"] = Field(
         "engine", description="Policy-gradient objectives: log-probs of the sampling policy: the "
         "rollout engine's own (it holds the learner's weights; metrics.jsonl's engine_logprob_gap, "

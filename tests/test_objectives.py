@@ -325,6 +325,25 @@ def test_the_kl_anchor_adds_kl_coef_times_the_mean_answer_kl_and_lifts_a_fallen_
         get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.5))
 
 
+@pytest.mark.parametrize("name", ["dpo", "listwise"])
+def test_the_nll_anchor_adds_nll_coef_times_the_best_answers_per_token_nll_and_lifts_it(name):
+    logps = torch.tensor([[-3.0, -6.0], [-2.0, -4.0]], requires_grad=True)
+    ref = torch.tensor([[-3.0, -5.0], [-2.0, -4.0]])
+    lengths = torch.tensor([[3.0, 2.0], [4.0, 4.0]])
+    plain, _ = get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.0))
+    anchored, metrics = get_objective(name).loss(PreferenceBatch(logps, ref, lengths=lengths),
+                                                 ObjectiveParams(kl_coef=0.0, nll_coef=0.5))
+    expected_nll = (3.0 / 3 + 2.0 / 4) / 2  # the best answers only, per token
+    assert metrics["chosen_nll"] == pytest.approx(expected_nll)
+    assert anchored.item() == pytest.approx(plain.item() + 0.5 * expected_nll)
+    grad_plain = torch.autograd.grad(plain, logps)[0]
+    grad = torch.autograd.grad(anchored, logps)[0]
+    # descent raises each best answer by nll_coef / (rows * its length) more; the others as before
+    assert torch.allclose(grad - grad_plain, torch.tensor([[-0.5 / 6, 0.0], [-0.5 / 8, 0.0]]))
+    with pytest.raises(ValueError, match="PreferenceBatch.lengths"):
+        get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.0, nll_coef=0.5))
+
+
 # ---- listwise -----------------------------------------------------------------------------------
 def test_listwise_with_two_answers_equals_dpo():
     g = torch.Generator().manual_seed(7)

@@ -330,7 +330,7 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     from actors.learner_worker import LearnerWorker
 
     config = config.model_copy(update={
-        "policy": config.policy.model_copy(update={"objective": objective}),
+        "policy": config.policy.model_copy(update={"objective": objective, "nll_coef": 0.5}),
         "reward": config.reward.model_copy(update={"source": source})})
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     assert config.trains_reward_model == (objective not in ("dpo", "listwise") and source == "reward_model")
@@ -343,6 +343,7 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     assert math.isfinite(metrics["policy_loss"])
     if objective in ("dpo", "listwise"):  # the kl_coef anchor: 0 on the first step (policy = reference)
         assert config.policy.kl_coef > 0 and 0 <= metrics["kl"] < 10
+        assert 0 < metrics["chosen_nll"] < 20  # the nll_coef anchor: the chosen answers' nats per token
     assert learner.value is None
     now = learner.policy_state()
     assert any(not torch.equal(initial[k], v) for k, v in now.items())

@@ -92,4 +92,5 @@ def objective_params(config: CrowdlessConfig) -> ObjectiveParams:
     policy, ppo = config.policy, config.ppo
     return ObjectiveParams(kl_coef=policy.kl_coef, kl_mode=ppo.kl_mode, gamma=policy.gamma,
                            lam=ppo.lam, clip_ratio=policy.clip_ratio, value_clip=ppo.value_clip,
-                           whiten=policy.whiten_advantages, beta=policy.beta, scale=policy.scale_rewards)
+                           whiten=policy.whiten_advantages, beta=policy.beta, nll_coef=policy.nll_coef,
+                           scale=policy.scale_rewards)

@@ -80,7 +80,8 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
         if params.kl_coef > 0:
             ref_tokens = pad_sequence([reference_tokens[row] for row in rows], batch_first=True)
             kl = kl_k3(token_logps, ref_tokens, batch["mask"]).sum(dim=1)[index]
-        loss, metrics = objective.loss(PreferenceBatch(logps[index], ref[index], valid, kl), params)
+        lengths = batch["mask"].sum(dim=1).to(logps.dtype)[index]
+        loss, metrics = objective.loss(PreferenceBatch(logps[index], ref[index], valid, kl, lengths), params)
         return StepLosses([(models.policy, loss)], metrics, len(chosen), len(whole))
 
     summary = train_steps(steps, models.ranks, step, models.device, report)
