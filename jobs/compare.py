@@ -67,12 +67,14 @@ def _headline(table: dict) -> dict:
 
 
 def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[str, int], eval_config,
-                    seed: int):
+                    seed: int, base_iteration: int = 0):
     """Per evaluation set, one row per run of each variant, at its own last iteration (variants may
     train for different numbers of iterations), then, where a variant ran several seeds, a row on
     all its seeds' prompts together. Each row: (set, label, against its own starting model,
     against the first variant's run(s) of the same seed(s), or None where the two judged different
-    prompts: a variant that changes the trained prompts has another trained set)."""
+    prompts: a variant that changes the trained prompts has another trained set). base_iteration:
+    the run's own checkpoint each row is measured against (0: the starting model; 2 on a
+    6-iteration run: what iterations 3 to 6 added)."""
     from crowdless.evaluation.judge import SETS, compare
 
     first = next(iter(variant_runs))
@@ -88,7 +90,8 @@ def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[
             for label, indices in entries:
                 own_runs = [runs[i] for i in indices]
                 last = _pooled_scores(own_runs, set_name, final_iterations[name])
-                own = compare(_pooled_scores(own_runs, set_name, 0), last, seed, eval_config.bootstrap_resamples)
+                base = _pooled_scores(own_runs, set_name, base_iteration)
+                own = compare(base, last, seed, eval_config.bootstrap_resamples)
                 reference = _pooled_scores([variant_runs[first][i] for i in indices], set_name,
                                            final_iterations[first])
                 same_prompts = len(next(iter(reference.values()))) == len(next(iter(last.values())))
@@ -97,7 +100,7 @@ def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[
     return rows
 
 
-def format_markdown(rows, first: str) -> str:
+def format_markdown(rows, first: str, base: str = "its base") -> str:
     def cell(row):
         return f"{row['difference']:+.4f} ({row['low']:+.4f}, {row['high']:+.4f})"
 
@@ -106,7 +109,7 @@ def format_markdown(rows, first: str) -> str:
         mine = [row for row in rows if row[0] == set_name]
         metrics = list(mine[0][2])
         lines += ["", f"### {set_name}", "",
-                  "| variant | " + " | ".join(f"{m}: vs its base" for m in metrics) + " | "
+                  "| variant | " + " | ".join(f"{m}: vs {base}" for m in metrics) + " | "
                   + " | ".join(f"{m}: vs {first}" for m in metrics) + " |",
                   "|---" * (1 + 2 * len(metrics)) + "|"]
         for _, name, own, paired in mine:
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="key=value for every variant")
     parser.add_argument("--seeds", type=seed_list, default=None,
                         help="comma-separated run.seed values: every variant runs once per seed, in OUT/NAME/seed-S")
+    parser.add_argument("--base-iteration", type=int, default=0,
+                        help="measure each run against its own checkpoint N (judged: eval.every), not its start")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("variants", nargs="+", help="NAME or NAME:key=value,key=value")
     args = parser.parse_args(argv)
@@ -146,14 +151,21 @@ def main(argv: list[str] | None = None) -> int:
                 run_variant(args.config, run_dir, shared + overrides + ([] if seed is None else [f"run.seed={seed}"]),
                             args.verbose)
                 variant_runs[name].append(run_dir)
-        rows = comparison_rows(variant_runs, final_iterations, config.eval, config.run.seed)
+        missing = [str(run) for runs in variant_runs.values() for run in runs
+                   if not list((run / "eval" / "answers").glob(f"*/iter-{args.base_iteration}.jsonl"))]
+        if missing:
+            raise ConfigError(f"--base-iteration {args.base_iteration}: never judged in {', '.join(missing)} "
+                              "(RUN/eval/answers/SET/iter-N.jsonl; eval.every sets which iterations are)")
+        rows = comparison_rows(variant_runs, final_iterations, config.eval, config.run.seed, args.base_iteration)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table = format_markdown(rows, variants[0][0])
+    base = "its base" if args.base_iteration == 0 else f"its iter-{args.base_iteration}"
+    table = format_markdown(rows, variants[0][0], base)
     command = "python jobs/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
     (out / "comparison.md").write_text(f"# Comparison\n\n`{command}`\n\nDifference per evaluation set (final policy "
-                                       "minus the starting one, and minus the first variant's final policy), "
+                                       f"minus {'the starting one' if args.base_iteration == 0 else f'its own iteration {args.base_iteration}'}, "
+                                       "and minus the first variant's final policy), "
                                        f"with paired bootstrap 95% intervals.\n\n{table}\n")
     print(table)
     print(f"[compare] wrote {out / 'comparison.md'}")

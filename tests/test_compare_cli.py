@@ -36,6 +36,17 @@ def test_each_variant_is_read_at_its_own_last_iteration(tmp_path):
     assert np.isclose(paired_long["cosine"]["difference"], 0.2)  # long minus short, same prompts
 
 
+def test_a_run_is_measured_against_its_own_later_checkpoint_with_base_iteration(tmp_path):
+    base = [0.2, 0.3, 0.4, 0.5]
+    for iteration, shift in ((0, 0.0), (2, 0.25), (6, 0.1)):  # gained by iteration 2, lost some by 6
+        _write(tmp_path / "long", iteration, [c + shift for c in base])
+    rows = comparison_rows({"long": [tmp_path / "long"]}, {"long": 6}, EvalConfig(bootstrap_resamples=200),
+                           seed=0, base_iteration=2)
+    (_, _, own, _), = rows
+    assert np.isclose(own["cosine"]["difference"], -0.15)
+    assert "cosine: vs its iter-2" in format_markdown(rows, "long", "its iter-2")
+
+
 def test_variant_syntax():
     assert parse_variant("random:ranking.order=random,run.iterations=6") == (
         "random", ["ranking.order=random", "run.iterations=6"])
