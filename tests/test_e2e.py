@@ -148,6 +148,18 @@ def test_tiny_two_iterations_then_resume(tmp_path, tiny_model_dir):
                          cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert bad.returncode == 2 and "--set 'nope'" in bad.stderr
 
+    # jobs/policy_drift.py and jobs/pairs_report.py: label-free diagnostics from the run's samples
+    result = subprocess.run([sys.executable, "jobs/policy_drift.py", str(run_dir), "--answers", "8"],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    drift = json.loads((run_dir / "eval" / "policy_drift.json").read_text())
+    assert set(drift) == {"1", "2"} and all(value == value for value in drift.values())  # finite, not NaN
+    result = subprocess.run([sys.executable, "jobs/pairs_report.py", str(run_dir)],
+                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((run_dir / "eval" / "pairs_report.json").read_text())
+    assert set(report) == {"1", "2", "3"} and all(0 <= r["answer_echoes"] <= 1 for r in report.values())
+
 
 @pytest.mark.parametrize("objective", ["grpo", "rloo", "reinforce_pp", "dpo", "listwise"])
 def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
