@@ -113,6 +113,20 @@ def prune_training_state(run_dir: Path, keep_iteration: int, folder_name: str) -
             shutil.rmtree(folder / folder_name)
 
 
+def read_samples(run_dir: Path) -> dict[int, list[dict]]:
+    """RUN/samples/iter-N.jsonl by iteration: each prompt's answers, scores, clusters and pairs."""
+    files = sorted((run_dir / "samples").glob("iter-*.jsonl"), key=lambda f: int(f.stem[5:]))
+    return {int(f.stem[5:]): [json.loads(line) for line in f.read_text().splitlines() if line] for f in files}
+
+
+def write_eval_file(run_dir: Path, name: str, data) -> Path:
+    """RUN/eval/NAME as indented JSON, for the diagnostic jobs; returns the path."""
+    out = run_dir / "eval" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    return out
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
 

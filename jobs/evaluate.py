@@ -63,10 +63,9 @@ def select_checkpoints(run_dir: Path, spec: str) -> list[tuple[int, Path]]:
 
 def sampled_prompts(run_dir: Path) -> list[str]:
     """The prompts the run trained on, iteration by iteration, from RUN/samples/iter-N.jsonl."""
-    import json
+    from cluster.run_dir import read_samples
 
-    files = sorted((run_dir / "samples").glob("iter-*.jsonl"), key=lambda f: int(f.stem[5:]))
-    return [json.loads(line)["prompt"] for f in files for line in f.read_text().splitlines() if line]
+    return [group["prompt"] for groups in read_samples(run_dir).values() for group in groups]
 
 
 def evaluation_sets(config, run_dir: Path, data: str | None) -> dict:

@@ -12,13 +12,13 @@ E25). Writes RUN/eval/pairs_report.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from algos.pairs import echoes_prompt  # noqa: E402
+from cluster.run_dir import read_samples, write_eval_file  # noqa: E402
 
 COLUMNS = ("answer_words", "answer_echoes", "chosen_words", "chosen_echoes", "rejected_words", "rejected_echoes")
 
@@ -45,20 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path)
     parser.add_argument("--echo-share", type=float, default=0.8, help="as ranking.echo_share")
     args = parser.parse_args(argv)
-    files = sorted((args.run / "samples").glob("iter-*.jsonl"), key=lambda f: int(f.stem[5:]))
-    if not files:
+    samples = read_samples(args.run)
+    if not samples:
         print(f"error: no samples in {args.run / 'samples'} (iter-N.jsonl); is it a run directory?", file=sys.stderr)
         return 2
     reports = {}
     print("iteration  " + "  ".join(COLUMNS))
-    for file in files:
-        groups = [json.loads(line) for line in file.read_text().splitlines() if line]
-        report = reports[int(file.stem[5:])] = iteration_report(groups, args.echo_share)
-        print(f"{file.stem[5:]:>9}  " + "  ".join(f"{report[c]:>{len(c)}.2f}" for c in COLUMNS))
-    out = args.run / "eval" / "pairs_report.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(reports, indent=2) + "\n")
-    print(f"wrote {out}")
+    for iteration, groups in samples.items():
+        report = reports[iteration] = iteration_report(groups, args.echo_share)
+        print(f"{iteration:>9}  " + "  ".join(f"{report[c]:>{len(c)}.2f}" for c in COLUMNS))
+    print(f"[crowdless] wrote {write_eval_file(args.run, 'pairs_report.json', reports)}")
     return 0
 
 

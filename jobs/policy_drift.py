@@ -12,20 +12,13 @@ writes RUN/eval/policy_drift.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from cluster.run_dir import read_samples, write_eval_file  # noqa: E402
 from configs.schema import ConfigError, load_config  # noqa: E402
-
-
-def sampled_rows(run: Path, iteration: int, limit: int) -> list[tuple[str, str]]:
-    """The first `limit` (prompt, answer) rows sampled at `iteration`, in file order."""
-    groups = [json.loads(line) for line in (run / "samples" / f"iter-{iteration}.jsonl").read_text().splitlines()
-              if line]
-    return [(group["prompt"], answer) for group in groups for answer in group["answers"]][:limit]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    samples = read_samples(args.run)
     checkpoints = sorted(int(f.name[5:]) for f in (args.run / "checkpoints").glob("iter-*")
-                         if (args.run / "samples" / f"iter-{int(f.name[5:]) + 1}.jsonl").exists())
+                         if int(f.name[5:]) + 1 in samples)
     if not checkpoints:
         print(f"error: {args.run} has no checkpoint N with samples/iter-(N+1).jsonl beside it", file=sys.stderr)
         return 2
@@ -47,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.evaluate import PolicyLikelihood
 
     likelihood = PolicyLikelihood(config)
-    rows = {n: sampled_rows(args.run, n + 1, args.answers) for n in checkpoints}
+    # the first --answers rows sampled by checkpoint n, in file order
+    rows = {n: [(group["prompt"], answer) for group in samples[n + 1] for answer in group["answers"]][:args.answers]
+            for n in checkpoints}
 
     def sums(n: int) -> list[float]:  # each answer's tokens (the judge's EOS included), summed
         return [sum(logprobs) for _, logprobs in likelihood.tokens([prompt for prompt, _ in rows[n]],
@@ -60,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         likelihood.load(str(args.run / "checkpoints" / f"iter-{n}" / "policy"))
         drift[n] = sum(a - b for a, b in zip(sums(n), start[n])) / len(rows[n])
         print(f"iteration {n}: KL(policy || start) on its own samples about {drift[n]:.2f} nats per answer", flush=True)
-    out = args.run / "eval" / "policy_drift.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(drift, indent=1) + "\n")
-    print(f"[crowdless] wrote {out}")
+    print(f"[crowdless] wrote {write_eval_file(args.run, 'policy_drift.json', drift)}")
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from cluster.run_dir import write_eval_file  # noqa: E402
 from configs.schema import ConfigError, load_config  # noqa: E402
 from jobs.evaluate import PolicyLikelihood, select_checkpoints  # noqa: E402
 
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.set}: {len(pairs)} references, iteration {iteration} minus the start, nats per token")
     for name, value in shift.items():
         print(f"  {name:12s} {value:+.3f}")
-    out = run_dir / "eval" / f"reference_tokens-iter-{iteration}-{args.set}.json"
-    out.write_text(json.dumps({"set": args.set, "iteration": iteration, "references": len(pairs), **shift}, indent=1))
+    out = write_eval_file(run_dir, f"reference_tokens-iter-{iteration}-{args.set}.json",
+                          {"set": args.set, "iteration": iteration, "references": len(pairs), **shift})
     print(f"[crowdless] wrote {out}")
     return 0
 
