@@ -53,8 +53,8 @@ def rank_group(
         deduplicate=config.deduplicate,
         order=config.order,
     )
-    says_more = [not echoes_prompt(answer, prompt, config.echo_share) for answer in answers]
-    kept = demote_answers(ranking.kept, says_more, config.prompt_echoes)
+    echoes = [echoes_prompt(answer, prompt, config.echo_share) for answer in answers]
+    kept = demote_answers(ranking.kept, [not echo for echo in echoes], config.prompt_echoes)
     kept = demote_answers(kept, finished or [True] * len(answers), config.cut_answers)
     pairs = build_pairs(
         [answers[i] for i in kept],
@@ -71,6 +71,7 @@ def rank_group(
         clusters=ranking.labels.tolist(),
         ranked=kept,
         pairs=pairs,
+        echoes=echoes,
     )
 
 
@@ -82,6 +83,8 @@ def ranking_statistics(groups: list[RankedGroup]) -> dict[str, float]:
                             real (not noised) pair: the clearest negative reached the reward model
     noised_pair_share       share of pairs whose rejected side is a noised copy
     pair_score_gap          mean TextRank score of chosen minus rejected, over real pairs
+    response_echoes         share of the answers that only repeat their prompt: a label-free sign
+                            that the policy is collapsing (docs/experiments.md E25)
     """
     pairs = [pair for group in groups for pair in group.pairs]
     gaps = [
@@ -93,10 +96,12 @@ def ranking_statistics(groups: list[RankedGroup]) -> dict[str, float]:
             for pair in group.pairs if not pair.noised)
         for group in groups if group.answers
     ]
+    echoes = [echo for group in groups for echo in group.echoes]
     return {
         "pairs": len(pairs),
         "answers_kept": float(np.mean([len(group.ranked) for group in groups])) if groups else 0.0,
         "lowest_answer_rejected": float(np.mean(lowest_rejected)) if lowest_rejected else 0.0,
         "noised_pair_share": sum(pair.noised for pair in pairs) / len(pairs) if pairs else 0.0,
         "pair_score_gap": float(np.mean(gaps)) if gaps else 0.0,
+        "response_echoes": float(np.mean(echoes)) if echoes else 0.0,
     }

@@ -29,7 +29,6 @@ from cluster.run_dir import RunDirError, read_start_answers, write_start_answers
 from configs.schema import ConfigError, CrowdlessConfig, config_tree, dump_config, load_config  # noqa: E402
 from crowdless.data.prompt_sets import DataError, PromptExample, load_prompt_split  # noqa: E402
 from crowdless.models.loading import ModelError, resolve_dtype, resolve_model  # noqa: E402
-from algos.pairs import echoes_prompt  # noqa: E402
 from crowdless.ranking import ranking_statistics  # noqa: E402
 from crowdless.evaluation.report import POLICY_SIGNALS, write_report  # noqa: E402
 
@@ -302,9 +301,6 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
             "response_length": float(np.mean([len(r.response_ids) for r in flat])),
             "response_tokens": sum(len(r.response_ids) for r in flat),
             "response_truncated": float(np.mean([not r.finished for r in flat])),  # cut at the cap
-            # answers that echo the prompt: a label-free sign that the policy is collapsing (E25)
-            "response_echoes": float(np.mean([echoes_prompt(r.response_text, r.prompt, config.ranking.echo_share)
-                                              for r in flat])),
             "rollout_tokens_per_second": generated_tokens / phase.seconds["seconds_rollout"],
             "weight_sync_seconds_max": max(sync_seconds),
             "rollout_workers": len(rollouts),

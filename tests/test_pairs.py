@@ -252,11 +252,12 @@ def test_ranking_statistics_by_hand():
         PreferencePair("p", "b", "c", 0, 2), PreferencePair("p", "b", "c!", 0, 2, noised=True)])
     # group 2: the lowest-scored answer (1) was merged away, so it is never rejected
     missed = RankedGroup("q", ["x", "y", "z"], [0.5, 0.1, 0.4], [0, 1, 1], [0, 2], [
-        PreferencePair("q", "x", "z", 0, 1)])
+        PreferencePair("q", "x", "z", 0, 1)], echoes=[True, False, False])
     stats = ranking_statistics([reached, missed])
     assert stats == {"pairs": 3, "answers_kept": 2.5, "lowest_answer_rejected": 0.5,
                      "noised_pair_share": pytest.approx(1 / 3),
-                     "pair_score_gap": pytest.approx(((0.4 - 0.1) + (0.5 - 0.4)) / 2)}
+                     "pair_score_gap": pytest.approx(((0.4 - 0.1) + (0.5 - 0.4)) / 2),
+                     "response_echoes": pytest.approx(1 / 3)}  # of the answers checked for echoes
     assert ranking_statistics([])["pairs"] == 0
 
 
@@ -297,6 +298,7 @@ def test_an_echo_is_never_chosen_over_an_answer_that_says_more_when_echoes_go_la
     vectors = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.6, 0.0, 0.8], [0.95, 0.1, 0.1]])
     config = RankingConfig(noise_share=0.0, deduplicate=False)
     kept = rank_group(prompt, answers, vectors, config, np.random.default_rng(0))
+    assert kept.echoes == [True, False, False, True]
     assert kept.ranked[0] in (0, 3)  # the echoes are the most central
     group = rank_group(prompt, answers, vectors, config.model_copy(update={"prompt_echoes": "last"}),
                        np.random.default_rng(0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from algos.pairs import PreferencePair
 
@@ -36,6 +36,7 @@ class RankedGroup:
     clusters: list[int]  # ISODATA cluster of each answer
     ranked: list[int]  # indices of the kept (distinct) answers, best first
     pairs: list[PreferencePair]
+    echoes: list[bool] = field(default_factory=list)  # each answer only repeats the prompt (ranking.echo_share)
 
     def to_json(self) -> dict:
         record = asdict(self)
