@@ -198,14 +198,13 @@ class LearnerWorker:
             model = self._scalar_model(self.policy_path)
         self.models.value = self._engine(model, cfg.value_lr, self.config.policy.minibatch_size)
 
-    def train_policy(self, rollouts: list[Rollout], iteration: int, groups: list[RankedGroup],
-                     start_answers: list[Rollout] | None = None) -> dict[str, float]:
+    def train_policy(self, rollouts: list[Rollout], iteration: int,
+                     groups: list[RankedGroup]) -> dict[str, float]:
         """One policy phase with the configured objective. rollouts: every sampled answer, in the
-        order of `groups` (the ranker's output for the same prompts, answers in sampling order);
-        start_answers: the starting policy's answers, for policy.start_nll_coef."""
+        order of `groups` (the ranker's output for the same prompts, answers in sampling order)."""
         rng, report = self._rng(iteration, phase=2), self._reporter("policy", iteration)
         if self.objective.kind == "preference":
-            metrics = train_preference(self.models, self.objective, groups, rollouts, rng, report, start_answers)
+            metrics = train_preference(self.models, self.objective, groups, rollouts, rng, report)
         else:
             if self.objective.uses_value_model:
                 self._ensure_value_model()

@@ -203,12 +203,6 @@ def sequence_logprobs(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch
     return (token_logprobs * mask).sum(dim=1)
 
 
-def mean_token_nll(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """mean_b -log pi(y_b|x_b) / |y_b|: answers' negative log-likelihood per token, averaged over
-    answers, so a long answer weighs no more than a short one. logps: [B] sequence log-prob sums."""
-    return (-logps / lengths.clamp(min=1)).mean()
-
-
 # ---- group statistics --------------------------------------------------------------------------
 def _group_stats(scores: torch.Tensor, group: torch.Tensor):
     """(index [B] into 0..G-1, size [G], sum [G]) for arbitrary group ids."""
@@ -507,7 +501,7 @@ def anchored(result: tuple[torch.Tensor, Metrics], batch: PreferenceBatch,
     if params.nll_coef > 0:
         if batch.lengths is None:
             raise ValueError("nll_coef > 0 needs PreferenceBatch.lengths (each answer's tokens)")
-        nll = mean_token_nll(batch.logps[:, 0], batch.lengths[:, 0])
+        nll = (-batch.logps[:, 0] / batch.lengths[:, 0].clamp(min=1)).mean()
         loss = loss + params.nll_coef * nll
         metrics = {**metrics, "chosen_nll": nll.item()}
     if loss is not result[0]:

@@ -7,7 +7,6 @@
     RUN_DIR/checkpoints/iter-N/replay.jsonl, state.json
     RUN_DIR/checkpoints/latest -> iter-N   newest complete checkpoint
     RUN_DIR/control.yaml                optional, read each iteration: {rollout_workers: N}
-    RUN_DIR/start_answers.jsonl         the starting policy's answers (iteration 1's rollouts)
 """
 
 from __future__ import annotations
@@ -118,24 +117,6 @@ def read_samples(run_dir: Path) -> dict[int, list[dict]]:
     """RUN/samples/iter-N.jsonl by iteration: each prompt's answers, scores, clusters and pairs."""
     files = sorted((run_dir / "samples").glob("iter-*.jsonl"), key=lambda f: int(f.stem[5:]))
     return {int(f.stem[5:]): [json.loads(line) for line in f.read_text().splitlines() if line] for f in files}
-
-
-def write_start_answers(run_dir: Path, answers: list) -> None:
-    """Iteration 1's rollouts, the only answers the starting policy sampled, as JSON lines: the
-    learner's policy.start_nll_coef trains on them every iteration, a resumed run included."""
-    with (run_dir / "start_answers.jsonl").open("w") as out:
-        for answer in answers:
-            out.write(json.dumps(answer.to_json()) + "\n")
-
-
-def read_start_answers(run_dir: Path) -> list:
-    from crowdless.data.records import Rollout
-
-    path = run_dir / "start_answers.jsonl"
-    if not path.exists():
-        raise RunDirError(f"{path} does not exist: this run's iteration 1 predates it, so "
-                          "policy.start_nll_coef has no starting answers to train on; start a new run")
-    return [Rollout.from_json(json.loads(line)) for line in path.read_text().splitlines() if line]
 
 
 def write_eval_file(run_dir: Path, name: str, data) -> Path:

@@ -194,12 +194,6 @@ class PolicyConfig(Section):
         0.0, ge=0.0, description="dpo and listwise: weight of the best answer's per-token negative "
         "log-likelihood in the loss (RPO, arXiv 2404.19733): pulls the chosen answers up where DPO "
         "alone can lower chosen and rejected together (0: none).")
-    start_nll_coef: float = Field(
-        0.0, ge=0.0, description="dpo and listwise: weight of the per-token negative "
-        "log-likelihood of answers the starting policy sampled (iteration 1's, kept in "
-        "RUN/start_answers.jsonl), one beside each trained item. Up to a constant it is the KL from "
-        "the start to the policy, which, unlike kl_coef's KL on the policy's own answers, grows "
-        "when the policy drops what the start found likely (human answers among it) (0: none).")
     old_logprobs: Literal["engine", "recompute"] = Field(
         "engine", description="Policy-gradient objectives: log-probs of the sampling policy: the "
         "rollout engine's own (it holds the learner's weights; metrics.jsonl's engine_logprob_gap, "
@@ -412,17 +406,6 @@ class CrowdlessConfig(Section):
         if self.learner.lora_rank and self.learner.zero_stage == 3:
             raise ValueError("learner.lora_rank needs learner.zero_stage 0, 1 or 2: under ZeRO-3 the "
                              "weights the adapters merge into are sharded")
-        return self
-
-    @model_validator(mode="after")
-    def _preference_anchors_need_a_preference_objective(self) -> CrowdlessConfig:
-        from algos.objectives import get_objective
-
-        if get_objective(self.policy.objective).kind != "preference":
-            for key in ("nll_coef", "start_nll_coef"):
-                if getattr(self.policy, key) > 0:
-                    raise ValueError(f"policy.{key} applies to dpo and listwise only, not to "
-                                     f"policy.objective {self.policy.objective!r}: set it to 0")
         return self
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import numpy as np  # noqa: E402
 
-from cluster.run_dir import RunDirError, read_start_answers, write_start_answers  # noqa: E402
+from cluster.run_dir import RunDirError  # noqa: E402
 from configs.schema import ConfigError, CrowdlessConfig, config_tree, dump_config, load_config  # noqa: E402
 from crowdless.data.prompt_sets import DataError, PromptExample, load_prompt_split  # noqa: E402
 from crowdless.models.loading import ModelError, resolve_dtype, resolve_model  # noqa: E402
@@ -200,9 +200,6 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
     if start_iteration > config.run.iterations:
         print(f"[crowdless] {run_dir} already finished {latest[0]} iterations", flush=True)
         return run_dir
-    # policy.start_nll_coef trains on the starting policy's answers: iteration 1's, kept on disk
-    start_answers = (read_start_answers(run_dir) if start_iteration > 1 and config.policy.start_nll_coef > 0
-                     else None)
     policy_path = resolve_model(config.model.policy)
     print_header(config, run_dir, policy_path, start_iteration, train_prompts, eval_prompts, report, verbose)
 
@@ -255,9 +252,6 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
             samples = rollouts.map("generate", prompts, None, False, None, sampling_seed, progress="rollout")
             rollout_load = rollouts.last_map
         flat = [rollout for per_prompt in samples for rollout in per_prompt]
-        if iteration == 1:  # the only answers the starting policy samples
-            write_start_answers(run_dir, flat)
-            start_answers = flat if config.policy.start_nll_coef > 0 else None
 
         # 2. Rank without labels: TextRank, ISODATA, noise-injected pairs.
         with phase("rank"):
@@ -276,7 +270,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
 
         # 4. Policy update with the configured objective (policy.objective), KL to the frozen reference.
         with phase("policy"):
-            policy_metrics = learner.run("train_policy", flat, iteration, ranked, start_answers,
+            policy_metrics = learner.run("train_policy", flat, iteration, ranked,
                                          progress=("policy", iteration, "minibatch"))
 
         # 5. Rollout workers serve the new policy.

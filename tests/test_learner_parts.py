@@ -107,16 +107,3 @@ def test_preference_items_and_their_padded_index():
     index, valid = padded_lists([lists[0], lists[0][:2]])
     # the short list repeats its last row, masked out; rows are laid end to end
     assert index.tolist() == [[0, 1, 2], [3, 4, 4]] and valid.tolist() == [[True] * 3, [True, True, False]]
-
-
-@pytest.mark.parametrize("items,answers", [(10, 4), (3, 8), (8, 8), (0, 5), (5, 0)])
-def test_each_item_gets_a_starting_answer_and_every_answer_is_used_evenly(items, answers):
-    import numpy as np
-
-    from crowdless.learner.preference import start_answer_per_item
-
-    chosen = start_answer_per_item(items, answers, np.random.default_rng(0))
-    assert len(chosen) == (items if answers else 0)
-    counts = np.bincount(chosen, minlength=answers) if answers else np.array([0])
-    assert all(0 <= i < answers for i in chosen)
-    assert counts.max() - counts.min() <= 1  # a shuffled cycle: none twice before all once

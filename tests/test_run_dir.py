@@ -125,15 +125,3 @@ def test_an_iteration_whose_checkpoint_would_not_fit_is_refused_before_it_starts
     with pytest.raises(RunDirError, match=r"disk nearly full: 0.0 GiB free .* last checkpoint \(iter-1\).*"
                                           r"--resume: the run stopped after iteration 1"):
         check_room_for_checkpoint(tmp_path)
-
-
-def test_the_starting_answers_round_trip_and_a_run_without_them_is_named(tmp_path):
-    from cluster.run_dir import RunDirError, read_start_answers, write_start_answers
-    from crowdless.data.records import Rollout
-
-    with pytest.raises(RunDirError, match=r"start_answers.jsonl does not exist.*policy.start_nll_coef"):
-        read_start_answers(tmp_path)
-    answers = [Rollout("q", [1, 2], [3, 4, 5], "a b c", [-0.5, -1.0, -2.0], False),
-               Rollout("r", [1], [6, 2], "d", [-0.1, -0.2], True)]
-    write_start_answers(tmp_path, answers)
-    assert read_start_answers(tmp_path) == answers

@@ -6,7 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -330,9 +329,8 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     built for critic-free objectives, and no reward model where nothing scores with it."""
     from actors.learner_worker import LearnerWorker
 
-    preference = objective in ("dpo", "listwise")
     config = config.model_copy(update={
-        "policy": config.policy.model_copy(update={"objective": objective, "nll_coef": 0.5 * preference}),
+        "policy": config.policy.model_copy(update={"objective": objective, "nll_coef": 0.5}),
         "reward": config.reward.model_copy(update={"source": source})})
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     assert config.trains_reward_model == (objective not in ("dpo", "listwise") and source == "reward_model")
@@ -343,7 +341,7 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     initial = {k: v.clone() for k, v in learner.policy_state().items()}
     metrics = learner.train_policy(rollouts, 1, groups)
     assert math.isfinite(metrics["policy_loss"])
-    if preference:  # the kl_coef anchor: 0 on the first step (policy = reference)
+    if objective in ("dpo", "listwise"):  # the kl_coef anchor: 0 on the first step (policy = reference)
         assert config.policy.kl_coef > 0 and 0 <= metrics["kl"] < 10
         assert 0 < metrics["chosen_nll"] < 20  # the nll_coef anchor: the chosen answers' nats per token
     assert learner.value is None
@@ -356,29 +354,6 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     learner.save_checkpoint(str(tmp_path))
     assert (tmp_path / "policy" / "config.json").exists() and not (tmp_path / "value_model").exists()
     assert (tmp_path / "reward_model").exists() == config.trains_reward_model
-
-
-def test_the_start_anchor_keeps_the_starting_answers_likely(config, tiny_model_dir, embedder):
-    """policy.start_nll_coef: each trained pair brings one of the starting policy's answers, whose
-    likelihood the step raises; without the term DPO alone leaves them lower."""
-    from actors.learner_worker import LearnerWorker
-
-    start_answers, groups = _rollouts_and_groups(config, tiny_model_dir, embedder)
-    prompts, texts = [r.prompt for r in start_answers], [r.response_text for r in start_answers]
-    after = {}
-    for coef in (0.0, 5.0):
-        tuned = config.model_copy(update={"policy": config.policy.model_copy(
-            update={"objective": "dpo", "kl_coef": 0.0, "start_nll_coef": coef})})
-        learner = LearnerWorker(tuned, tiny_model_dir, tiny_model_dir, tiny_model_dir)
-        before = np.mean(learner.answer_logprobs(prompts, texts))
-        metrics = learner.train_policy(start_answers, 1, groups, start_answers)
-        after[coef] = np.mean(learner.answer_logprobs(prompts, texts)) - before
-        assert ("start_nll" in metrics) == (coef > 0)
-        if coef:
-            assert 0 < metrics["start_nll"] < 20
-            with pytest.raises(ValueError, match="start_nll_coef > 0 needs the starting policy's answers"):
-                learner.train_policy(start_answers, 2, groups)
-    assert after[5.0] > after[0.0] and after[5.0] > 0
 
 
 def test_weights_moved_counts_what_the_forward_sees(config, tiny_model_dir):

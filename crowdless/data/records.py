@@ -20,13 +20,6 @@ class Rollout:
     logprobs: list[float]  # engine's log-prob of each response token
     finished: bool  # ended with EOS / stop rather than the length cap
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, record: dict) -> Rollout:
-        return cls(**record)
-
 
 @dataclass(frozen=True)
 class RankedGroup:

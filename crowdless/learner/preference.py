@@ -1,7 +1,6 @@
 """The preference phase (dpo, listwise): the ranked answers' sequence log-probs under the policy
 and the frozen reference, one item (a pair, or a ranked list) at a time, each rank's loss weighted
-by its share of the step's items. With policy.start_nll_coef each item brings one of the starting
-policy's own answers, whose likelihood the step keeps up."""
+by its share of the step's items."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from algos.losses import kl_k3
-from algos.objectives import Objective, PreferenceBatch, mean_token_nll, sequence_logprobs
+from algos.objectives import Objective, PreferenceBatch, sequence_logprobs
 from crowdless.learner.policy import PolicyModels, objective_params
 from crowdless.learner.steps import StepLosses, train_steps
 from crowdless.learner.tokens import token_batch
@@ -48,19 +47,9 @@ def sampled_rows(models: PolicyModels, rollouts: list[Rollout]) -> dict[Row, Rol
     return {(r.prompt, r.response_text): r for r in rollouts}
 
 
-def start_answer_per_item(items: int, start_answers: int, rng: np.random.Generator) -> list[int]:
-    """Which starting-policy answer goes with each item: a shuffled cycle over all of them, so
-    every one is used about equally often whichever has more."""
-    if not start_answers:
-        return []
-    cycles = -(-items // start_answers)
-    return [int(i) for _ in range(cycles) for i in rng.permutation(start_answers)][:items]
-
-
 def train_preference(models: PolicyModels, objective: Objective, groups: list[RankedGroup],
                      rollouts: list[Rollout], rng: np.random.Generator,
-                     report: Callable[[int, int], None],
-                     start_answers: list[Rollout] | None = None) -> dict[str, float]:
+                     report: Callable[[int, int], None]) -> dict[str, float]:
     cfg, params = models.config.policy, objective_params(models.config)
     start = time.perf_counter()
     items = preference_items(groups, objective.preference_input)
@@ -70,10 +59,6 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
     per_step = max(1, cfg.minibatch_size // max(len(item) for item in items))
     order = [int(i) for _ in range(cfg.epochs) for i in rng.permutation(len(items))]
     steps = [order[i:i + per_step] for i in range(0, len(order), per_step)]
-    if cfg.start_nll_coef > 0 and not start_answers:
-        raise ValueError("policy.start_nll_coef > 0 needs the starting policy's answers (start_answers)")
-    start_answers = start_answers if cfg.start_nll_coef > 0 else []
-    start_of_item = start_answer_per_item(len(items), len(start_answers), rng)
     # the frozen reference's log-probs once per phase, each distinct row once
     mine = [i for whole in steps for i in models.ranks.share(whole)[0]]
     reference, reference_tokens = models.answer_logprobs(models.reference, [row for i in mine for row in items[i]],
@@ -97,13 +82,6 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
             kl = kl_k3(token_logps, ref_tokens, batch["mask"]).sum(dim=1)[index]
         lengths = batch["mask"].sum(dim=1).to(logps.dtype)[index]
         loss, metrics = objective.loss(PreferenceBatch(logps[index], ref[index], valid, kl, lengths), params)
-        if start_of_item:
-            start_batch = token_batch([start_answers[start_of_item[i]] for i in chosen], models.pad_id)
-            start_logps = sequence_logprobs(models.forward.logprobs(
-                models.policy, start_batch, torch.arange(len(chosen))), start_batch["mask"])
-            start_nll = mean_token_nll(start_logps, start_batch["mask"].sum(dim=1).to(start_logps.dtype))
-            loss = loss + cfg.start_nll_coef * start_nll
-            metrics = {**metrics, "start_nll": start_nll.item(), "loss": loss.item()}
         return StepLosses([(models.policy, loss)], metrics, len(chosen), len(whole))
 
     summary = train_steps(steps, models.ranks, step, models.device, report)
