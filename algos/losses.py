@@ -35,6 +35,17 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
     return (torch.exp(d) - d - 1) * mask
 
 
+def forward_kl(ref_logdists: torch.Tensor, logdists: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(pi_ref || pi) over the whole vocabulary [B, T]: sum_v p_ref(v) (log p_ref(v) - log pi(v)),
+    from both models' next-token log-distributions [B, T, V] at the same positions; padding is 0.
+
+    Exact, where k3 estimates KL(pi || pi_ref) from the sampled token alone: it grows when the policy
+    drops probability anywhere the reference put it (a reply's first word, where it ends), which a
+    KL measured on the policy's own samples hardly sees. Its gradient is 0 at pi = pi_ref."""
+    kl = (ref_logdists.exp() * (ref_logdists - logdists)).sum(dim=-1)
+    return kl * mask
+
+
 def kl_shaped_rewards(
     scores: torch.Tensor,
     logprobs: torch.Tensor,

@@ -68,6 +68,8 @@ class ObjectiveParams:
     beta        dpo, listwise: temperature of the implicit reward beta * log(pi / pi_ref).
     nll_coef    dpo, listwise: weight of the best answer's per-token negative log-likelihood in
                 the loss (RPO, Pang et al. 2024, arXiv 2404.19733; 0: none). See `anchored`.
+    forward_kl_coef  dpo, listwise: weight of the trained answers' KL(pi_ref || pi) over the whole
+                vocabulary at each of their tokens (summed per answer, mean over answers). See `anchored`.
     group_eps   grpo: eps in (r - mean_g) / (std_g + eps).
     scale       grpo: what divides the centred rewards: "group" each group's own std (DeepSeekMath),
                 "batch" one std of the centred rewards over the whole batch (a group whose answers
@@ -83,6 +85,7 @@ class ObjectiveParams:
     whiten: bool = True
     beta: float = 0.1
     nll_coef: float = 0.0
+    forward_kl_coef: float = 0.0
     group_eps: float = 1e-6
     scale: Literal["group", "batch", "none"] = "group"
 
@@ -159,6 +162,8 @@ class PreferenceBatch:
     kl         [G, K] sum_t k3(pi, pi_ref) over each answer's tokens (with grad); needed when
                kl_coef > 0 (see `anchored`)
     lengths    [G, K] tokens in each answer; needed when nll_coef > 0
+    forward_kl [G, K] sum_t KL(pi_ref || pi) over the vocabulary at each of the answer's tokens
+               (with grad; algos.losses.forward_kl); needed when forward_kl_coef > 0
     Pairs (dpo) are K = 2 rows (chosen, rejected): build them with `PreferenceBatch.from_pairs`.
     """
 
@@ -167,6 +172,7 @@ class PreferenceBatch:
     mask: torch.Tensor | None = None
     kl: torch.Tensor | None = None
     lengths: torch.Tensor | None = None
+    forward_kl: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.logps.dim() != 2:
@@ -177,7 +183,7 @@ class PreferenceBatch:
         else:
             _check_shape("mask", self.mask, tuple(self.logps.shape))
             object.__setattr__(self, "mask", self.mask.bool())
-        for name in ("kl", "lengths"):
+        for name in ("kl", "lengths", "forward_kl"):
             if getattr(self, name) is not None:
                 _check_shape(name, getattr(self, name), tuple(self.logps.shape))
 
@@ -479,17 +485,21 @@ def plackett_luce_loss(logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch
 
 def anchored(result: tuple[torch.Tensor, Metrics], batch: PreferenceBatch,
              params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
-    """A preference loss plus two optional anchors (each off at weight 0):
+    """A preference loss plus three optional anchors (each off at weight 0):
 
         L' = L + kl_coef * mean_{g,k} sum_t [exp(d_t) - d_t - 1],  d_t = log ref_t - log pi_t
                + nll_coef * mean_g -log pi(y_g1|x) / |y_g1|
+               + forward_kl_coef * mean_{g,k} sum_t KL(pi_ref(.|x, y_<t) || pi(.|x, y_<t))
 
     beta bounds the policy only through the pairs' log-ratio margins, which saturate: online DPO
     can lower chosen and rejected answers together and move the probability elsewhere (likelihood
     displacement, Razin et al. 2024, arXiv 2410.08847). The k3 term holds each trained answer's
     tokens near the reference, both ways; it grows exponentially as a token falls below it. The
     NLL term (RPO) pulls the best answer of each item (the chosen one, the top of a list) up
-    instead: the policy moves towards its preferred answers, not away from both.
+    instead: the policy moves towards its preferred answers, not away from both. The forward KL
+    sees the whole next-token distribution, not the sampled token: k3 on the policy's own answers
+    lets it drop what the reference found likely but the policy no longer samples, such as a
+    human reply's first word (docs/experiments.md E26).
     """
     loss, metrics = result
     if params.kl_coef > 0:
@@ -504,6 +514,12 @@ def anchored(result: tuple[torch.Tensor, Metrics], batch: PreferenceBatch,
         nll = (-batch.logps[:, 0] / batch.lengths[:, 0].clamp(min=1)).mean()
         loss = loss + params.nll_coef * nll
         metrics = {**metrics, "chosen_nll": nll.item()}
+    if params.forward_kl_coef > 0:
+        if batch.forward_kl is None:
+            raise ValueError("forward_kl_coef > 0 needs PreferenceBatch.forward_kl (each answer's summed KL)")
+        forward = batch.forward_kl[batch.mask].mean()
+        loss = loss + params.forward_kl_coef * forward
+        metrics = {**metrics, "forward_kl": forward.item()}
     if loss is not result[0]:
         metrics["loss"] = loss.item()
     return loss, metrics
@@ -515,7 +531,7 @@ def dpo_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torch.Ten
         L = -mean log sigmoid(beta * ((log pi_w - log ref_w) - (log pi_l - log ref_l)))
 
     Inputs are sequence log-prob sums (sequence_logprobs). Every row must hold two real answers.
-    kl_coef > 0 and nll_coef > 0 add `anchored`'s terms.
+    kl_coef, nll_coef and forward_kl_coef > 0 add `anchored`'s terms.
     """
     if batch.logps.shape[1] != 2 or not bool(batch.mask.all()):
         raise ValueError("dpo needs [P, 2] (chosen, rejected) rows with no padding, "
@@ -531,7 +547,7 @@ def listwise_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torc
         L = mean_g -sum_{k < K_g} [ s_k - logsumexp(s_k..s_{K_g}) ],
         s_k = beta * log(pi(y_k|x) / pi_ref(y_k|x))
 
-    See plackett_luce_loss. Equals dpo_loss on K = 2 lists. kl_coef > 0 and nll_coef > 0 add `anchored`'s terms.
+    See plackett_luce_loss. Equals dpo_loss on K = 2 lists. kl_coef, nll_coef and forward_kl_coef > 0 add `anchored`'s terms.
     """
     return anchored(plackett_luce_loss(batch.logps, batch.ref_logps, batch.mask, params.beta), batch, params)
 

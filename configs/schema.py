@@ -194,6 +194,11 @@ class PolicyConfig(Section):
         0.0, ge=0.0, description="dpo and listwise: weight of the best answer's per-token negative "
         "log-likelihood in the loss (RPO, arXiv 2404.19733): pulls the chosen answers up where DPO "
         "alone can lower chosen and rejected together (0: none).")
+    forward_kl_coef: float = Field(
+        0.0, ge=0.0, description="dpo and listwise: weight of KL(reference || policy) over the whole "
+        "vocabulary at each trained answer token (summed per answer, mean over answers). Unlike "
+        "kl_coef's k3, which sees only the sampled token, it grows when the policy drops "
+        "probability the reference gave elsewhere, such as a human reply's first word (0: none).")
     old_logprobs: Literal["engine", "recompute"] = Field(
         "engine", description="Policy-gradient objectives: log-probs of the sampling policy: the "
         "rollout engine's own (it holds the learner's weights; metrics.jsonl's engine_logprob_gap, "
@@ -406,6 +411,17 @@ class CrowdlessConfig(Section):
         if self.learner.lora_rank and self.learner.zero_stage == 3:
             raise ValueError("learner.lora_rank needs learner.zero_stage 0, 1 or 2: under ZeRO-3 the "
                              "weights the adapters merge into are sharded")
+        return self
+
+    @model_validator(mode="after")
+    def _preference_anchors_need_a_preference_objective(self) -> CrowdlessConfig:
+        from algos.objectives import get_objective
+
+        if get_objective(self.policy.objective).kind != "preference":
+            for key in ("nll_coef", "forward_kl_coef"):
+                if getattr(self.policy, key) > 0:
+                    raise ValueError(f"policy.{key} applies to dpo and listwise only, not to "
+                                     f"policy.objective {self.policy.objective!r}: set it to 0")
         return self
 
     @model_validator(mode="after")

@@ -104,6 +104,14 @@ def test_every_field_is_documented():
     assert undocumented == []
 
 
+@pytest.mark.parametrize("key", ["nll_coef", "forward_kl_coef"])
+def test_the_preference_anchors_are_refused_for_a_policy_gradient_objective(key):
+    assert getattr(load_config("tiny", ["policy.objective=dpo", f"policy.{key}=0.5"]).policy, key) == 0.5
+    with pytest.raises(ConfigError, match=rf"policy.{key} applies to dpo and listwise only, not to "
+                                          r"policy.objective 'grpo'"):
+        load_config("tiny", ["policy.objective=grpo", f"policy.{key}=0.5"])
+
+
 def test_policy_objective_is_checked_against_the_registry():
     from algos import objectives
     from configs.schema import load_config

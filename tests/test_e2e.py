@@ -168,12 +168,14 @@ def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     run_dir = tmp_path / objective
+    anchor = ["policy.forward_kl_coef=0.1"] if objective == "dpo" else []  # the full-vocabulary KL anchor
     out = _train("--config", "tiny", "--run-dir", str(run_dir), f"policy.objective={objective}",
-                 "reward.source=ranker")
+                 "reward.source=ranker", *anchor)
     assert "[iter 2/2]" in out
     metrics = _metrics(run_dir)
     assert [m["iteration"] for m in metrics] == [1, 2]
     assert all(m["policy_loss"] is not None for m in metrics) and "rm_loss" not in metrics[0]
+    assert all((m.get("forward_kl", -1) >= 0) == bool(anchor) for m in metrics)
     latest = run_dir / "checkpoints" / "latest"
     assert sorted(p.name for p in latest.iterdir() if p.is_dir()) == ["policy", "training_state"]
     assert sorted(p.name for p in (latest / "training_state").iterdir() if p.is_dir()) == ["policy"]

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from algos.losses import (compute_gae, kl_shaped_rewards, masked_whiten, pairwise_reward_loss,
-                       policy_loss, value_loss)
+from algos.losses import (compute_gae, forward_kl, kl_shaped_rewards, masked_whiten, pairwise_reward_loss,
+                          policy_loss, value_loss)
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +114,20 @@ def test_pairwise_reward_loss():
     expected = -(math.log(1 / (1 + math.exp(-2))) + math.log(1 / (1 + math.exp(1)))) / 2
     assert loss.item() == pytest.approx(expected)
     assert metrics["rm_accuracy"] == 0.5
+
+
+def test_forward_kl_by_hand_zero_at_the_reference_and_it_pulls_back_what_the_policy_dropped():
+    ref = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.9, 0.05, 0.05]]]))
+    policy = torch.log(torch.tensor([[[0.25, 0.25, 0.5], [0.9, 0.05, 0.05]]])).requires_grad_()
+    kl = forward_kl(ref, policy, torch.tensor([[1.0, 1.0]]))
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.25 * math.log(0.25 / 0.5)  # sum_v p_ref log(p_ref / pi)
+    assert kl[0, 0].item() == pytest.approx(expected) and kl[0, 1].item() == pytest.approx(0.0, abs=1e-7)
+    assert forward_kl(ref, policy, torch.tensor([[1.0, 0.0]]))[0, 1] == 0  # padding
+    kl.sum().backward()
+    # d/d log pi(v) = -p_ref(v): descent raises every token the reference gives mass, most the
+    # one the policy dropped relative to it once renormalised (here token 0)
+    assert torch.allclose(policy.grad[0, 0], -ref.exp()[0, 0])
+    at_reference = ref.clone().requires_grad_()
+    logdists = torch.log_softmax(at_reference, dim=-1)
+    forward_kl(ref, logdists, torch.ones(1, 2)).sum().backward()
+    assert torch.allclose(at_reference.grad, torch.zeros_like(ref), atol=1e-7)  # no pull at pi = pi_ref

@@ -344,6 +344,21 @@ def test_the_nll_anchor_adds_nll_coef_times_the_best_answers_per_token_nll_and_l
         get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.0, nll_coef=0.5))
 
 
+@pytest.mark.parametrize("name", ["dpo", "listwise"])
+def test_the_forward_kl_anchor_adds_its_mean_over_real_answers(name):
+    logps = torch.tensor([[-3.0, -6.0], [-2.0, -4.0]], requires_grad=True)
+    ref = torch.tensor([[-3.0, -5.0], [-2.0, -4.0]])
+    forward = torch.tensor([[0.2, 0.4], [0.0, 0.6]], requires_grad=True)
+    plain, _ = get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.0))
+    anchored, metrics = get_objective(name).loss(PreferenceBatch(logps, ref, forward_kl=forward),
+                                                 ObjectiveParams(kl_coef=0.0, forward_kl_coef=0.5))
+    assert metrics["forward_kl"] == pytest.approx(0.3)
+    assert anchored.item() == pytest.approx(plain.item() + 0.5 * 0.3)
+    assert torch.allclose(torch.autograd.grad(anchored, forward)[0], torch.full((2, 2), 0.5 / 4))
+    with pytest.raises(ValueError, match="PreferenceBatch.forward_kl"):
+        get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.0, forward_kl_coef=0.5))
+
+
 # ---- listwise -----------------------------------------------------------------------------------
 def test_listwise_with_two_answers_equals_dpo():
     g = torch.Generator().manual_seed(7)

@@ -80,3 +80,25 @@ def test_a_model_training_with_gradient_checkpointing_refuses_a_shared_prefix(ti
     model.train()
     with pytest.raises(ValueError, match="gradient checkpointing"):
         forward_sharing_prefix(model, ids, attention, len(SYSTEM))
+
+
+@pytest.mark.parametrize("head_on_responses_only", [False, True])
+def test_the_response_forward_gives_each_positions_distribution_and_its_tokens_log_prob(
+        tiny_model_dir, head_on_responses_only):
+    from crowdless.data.records import Rollout
+    from crowdless.learner.tokens import ResponseForward, token_batch
+
+    rows = [Rollout("a", SYSTEM + [7], [8, 9, 2], "", [], True), Rollout("b", SYSTEM + [3, 4], [5], "", [], True)]
+    batch = token_batch(rows, pad_id=0)
+    forward = ResponseForward(torch.device("cpu"), share_prefix=True, head_on_responses_only=head_on_responses_only)
+    model = _tiny_model(tiny_model_dir)
+    with torch.no_grad():
+        plain = forward.logprobs(model, batch, torch.arange(2))
+        logprobs, logdists = forward.logprobs(model, batch, torch.arange(2), distributions=True)
+    mask = batch["mask"].bool()
+    torch.testing.assert_close(logprobs[mask], plain[mask], rtol=1e-5, atol=1e-5)
+    assert logdists.shape == (*plain.shape, model.config.vocab_size)
+    torch.testing.assert_close(logdists.exp().sum(dim=-1)[mask], torch.ones(int(mask.sum())))
+    tokens = torch.tensor([[8, 9, 2], [5, 0, 0]])
+    torch.testing.assert_close(logdists.gather(2, tokens[:, :, None]).squeeze(2)[mask], plain[mask],
+                               rtol=1e-5, atol=1e-5)

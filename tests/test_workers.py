@@ -329,8 +329,10 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     built for critic-free objectives, and no reward model where nothing scores with it."""
     from actors.learner_worker import LearnerWorker
 
+    preference = objective in ("dpo", "listwise")
     config = config.model_copy(update={
-        "policy": config.policy.model_copy(update={"objective": objective, "nll_coef": 0.5}),
+        "policy": config.policy.model_copy(update={"objective": objective, "nll_coef": 0.5 * preference,
+                                                   "forward_kl_coef": 0.5 * preference}),
         "reward": config.reward.model_copy(update={"source": source})})
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     assert config.trains_reward_model == (objective not in ("dpo", "listwise") and source == "reward_model")
@@ -341,8 +343,8 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     initial = {k: v.clone() for k, v in learner.policy_state().items()}
     metrics = learner.train_policy(rollouts, 1, groups)
     assert math.isfinite(metrics["policy_loss"])
-    if objective in ("dpo", "listwise"):  # the kl_coef anchor: 0 on the first step (policy = reference)
-        assert config.policy.kl_coef > 0 and 0 <= metrics["kl"] < 10
+    if preference:  # the kl_coef and forward_kl_coef anchors: 0 on the first step (policy = reference)
+        assert config.policy.kl_coef > 0 and 0 <= metrics["kl"] < 10 and 0 <= metrics["forward_kl"] < 10
         assert 0 < metrics["chosen_nll"] < 20  # the nll_coef anchor: the chosen answers' nats per token
     assert learner.value is None
     now = learner.policy_state()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from algos.losses import kl_k3
+from algos.losses import forward_kl, kl_k3
 from algos.objectives import Objective, PreferenceBatch, sequence_logprobs
 from crowdless.learner.policy import PolicyModels, objective_params
 from crowdless.learner.steps import StepLosses, train_steps
@@ -71,7 +71,16 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
         chunk = [items[i] for i in chosen]
         rows = [row for item in chunk for row in item]
         batch = token_batch(models.text_rows(rows, sampled), models.pad_id)
-        token_logps = models.forward.logprobs(models.policy, batch, torch.arange(len(rows)))
+        answer_forward_kl = None
+        if params.forward_kl_coef > 0:  # both models' whole next-token distributions
+            token_logps, logdists = models.forward.logprobs(models.policy, batch, torch.arange(len(rows)),
+                                                            distributions=True)
+            with torch.no_grad():
+                _, ref_logdists = models.forward.logprobs(models.reference, batch, torch.arange(len(rows)),
+                                                          distributions=True)
+            answer_forward_kl = forward_kl(ref_logdists, logdists, batch["mask"]).sum(dim=1)
+        else:
+            token_logps = models.forward.logprobs(models.policy, batch, torch.arange(len(rows)))
         logps = sequence_logprobs(token_logps, batch["mask"])
         tokens += int(batch["mask"].sum()) * real
         index, valid = padded_lists(chunk)
@@ -81,7 +90,9 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
             ref_tokens = pad_sequence([reference_tokens[row] for row in rows], batch_first=True)
             kl = kl_k3(token_logps, ref_tokens, batch["mask"]).sum(dim=1)[index]
         lengths = batch["mask"].sum(dim=1).to(logps.dtype)[index]
-        loss, metrics = objective.loss(PreferenceBatch(logps[index], ref[index], valid, kl, lengths), params)
+        loss, metrics = objective.loss(PreferenceBatch(
+            logps[index], ref[index], valid, kl, lengths,
+            None if answer_forward_kl is None else answer_forward_kl[index]), params)
         return StepLosses([(models.policy, loss)], metrics, len(chosen), len(whole))
 
     summary = train_steps(steps, models.ranks, step, models.device, report)

@@ -55,8 +55,9 @@ class ResponseForward:
     def __init__(self, device: torch.device, share_prefix: bool, head_on_responses_only: bool):
         self.device, self.share_prefix, self.head_on_responses_only = device, share_prefix, head_on_responses_only
 
-    def logprobs(self, model, batch: dict, rows: torch.Tensor) -> torch.Tensor:
-        """[b, T] log-prob of each response token under `model`."""
+    def logprobs(self, model, batch: dict, rows: torch.Tensor, distributions: bool = False):
+        """[b, T] log-prob of each response token under `model`; with distributions, also the
+        [b, T, V] next-token log-distribution at each response position (policy.forward_kl_coef)."""
         ids, attention, index = (t.to(self.device) for t in batch_rows(batch, rows))
         first = int(index.min())  # the earliest position whose next-token log-prob is needed
         prefix = shared_prefix_length(ids, first) if self.share_prefix else 0
@@ -76,6 +77,11 @@ class ResponseForward:
         # cross_entropy is one fused log-softmax: a third less time than logsumexp minus the
         # gathered logit, forward and backward, on CPU.
         following = torch.cat([ids[:, offset + 1:], ids[:, -1:]], dim=1)  # the last position has none: unused
+        if distributions:
+            logdists = torch.log_softmax(logits.float(), dim=-1)
+            logprobs = logdists.gather(2, following[:, :, None]).squeeze(2)
+            positions = (index - offset)[:, :, None].expand(-1, -1, logdists.shape[2])
+            return logprobs.gather(1, index - offset).cpu(), logdists.gather(1, positions).cpu()
         logprobs = -torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), following.flatten(),
                                                       reduction="none").view(following.shape)
         return logprobs.gather(1, index - offset).cpu()
