@@ -502,24 +502,19 @@ def anchored(result: tuple[torch.Tensor, Metrics], batch: PreferenceBatch,
     human reply's first word (docs/experiments.md E26).
     """
     loss, metrics = result
-    if params.kl_coef > 0:
-        if batch.kl is None:
-            raise ValueError("kl_coef > 0 needs PreferenceBatch.kl (each answer's summed k3)")
-        kl = batch.kl[batch.mask].mean()
-        loss = loss + params.kl_coef * kl
-        metrics = {**metrics, "kl": kl.item()}
-    if params.nll_coef > 0:
-        if batch.lengths is None:
-            raise ValueError("nll_coef > 0 needs PreferenceBatch.lengths (each answer's tokens)")
-        nll = (-batch.logps[:, 0] / batch.lengths[:, 0].clamp(min=1)).mean()
-        loss = loss + params.nll_coef * nll
-        metrics = {**metrics, "chosen_nll": nll.item()}
-    if params.forward_kl_coef > 0:
-        if batch.forward_kl is None:
-            raise ValueError("forward_kl_coef > 0 needs PreferenceBatch.forward_kl (each answer's summed KL)")
-        forward = batch.forward_kl[batch.mask].mean()
-        loss = loss + params.forward_kl_coef * forward
-        metrics = {**metrics, "forward_kl": forward.item()}
+    anchors = [  # (its weight's name, the batch field it reads, its metric, the term)
+        ("kl_coef", "kl", "kl", lambda: batch.kl[batch.mask].mean()),
+        ("nll_coef", "lengths", "chosen_nll", lambda: (-batch.logps[:, 0] / batch.lengths[:, 0].clamp(min=1)).mean()),
+        ("forward_kl_coef", "forward_kl", "forward_kl", lambda: batch.forward_kl[batch.mask].mean()),
+    ]
+    for weight_name, field, metric, term in anchors:
+        weight = getattr(params, weight_name)
+        if weight > 0:
+            if getattr(batch, field) is None:
+                raise ValueError(f"{weight_name} > 0 needs PreferenceBatch.{field}")
+            value = term()
+            loss = loss + weight * value
+            metrics = {**metrics, metric: value.item()}
     if loss is not result[0]:
         metrics["loss"] = loss.item()
     return loss, metrics
