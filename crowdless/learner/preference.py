@@ -71,28 +71,25 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
         chunk = [items[i] for i in chosen]
         rows = [row for item in chunk for row in item]
         batch = token_batch(models.text_rows(rows, sampled), models.pad_id)
-        answer_forward_kl = None
+        index, valid = padded_lists(chunk)
+        every_row, answer_forward_kl = torch.arange(len(rows)), None
         if params.forward_kl_coef > 0:  # both models' whole next-token distributions
-            token_logps, logdists = models.forward.logprobs(models.policy, batch, torch.arange(len(rows)),
-                                                            distributions=True)
+            token_logps, logdists = models.forward.logprobs(models.policy, batch, every_row, distributions=True)
             with torch.no_grad():
-                _, ref_logdists = models.forward.logprobs(models.reference, batch, torch.arange(len(rows)),
-                                                          distributions=True)
-            answer_forward_kl = forward_kl(ref_logdists, logdists, batch["mask"]).sum(dim=1)
+                _, ref_logdists = models.forward.logprobs(models.reference, batch, every_row, distributions=True)
+            answer_forward_kl = forward_kl(ref_logdists, logdists, batch["mask"]).sum(dim=1)[index]
         else:
-            token_logps = models.forward.logprobs(models.policy, batch, torch.arange(len(rows)))
+            token_logps = models.forward.logprobs(models.policy, batch, every_row)
         logps = sequence_logprobs(token_logps, batch["mask"])
         tokens += int(batch["mask"].sum()) * real
-        index, valid = padded_lists(chunk)
         ref = torch.tensor([reference[row] for row in rows])
         kl = None
         if params.kl_coef > 0:
             ref_tokens = pad_sequence([reference_tokens[row] for row in rows], batch_first=True)
             kl = kl_k3(token_logps, ref_tokens, batch["mask"]).sum(dim=1)[index]
         lengths = batch["mask"].sum(dim=1).to(logps.dtype)[index]
-        loss, metrics = objective.loss(PreferenceBatch(
-            logps[index], ref[index], valid, kl, lengths,
-            None if answer_forward_kl is None else answer_forward_kl[index]), params)
+        loss, metrics = objective.loss(PreferenceBatch(logps[index], ref[index], valid, kl, lengths,
+                                                       forward_kl=answer_forward_kl), params)
         return StepLosses([(models.policy, loss)], metrics, len(chosen), len(whole))
 
     summary = train_steps(steps, models.ranks, step, models.device, report)
