@@ -9,7 +9,10 @@ Each variant is NAME or NAME:key=value,key=value. Every variant trains in OUT/NA
 held-out prompts, so each is compared with its own starting point and, paired, with the
 first variant. With --seeds 0,1,2 every variant trains once per seed (OUT/NAME/seed-S): one
 training run is one draw, and two runs of one config can differ by more than a variant's
-effect. Prints the table and writes it to OUT/comparison.md.
+effect. --base-iteration 2 measures each run against its own iteration 2 instead of its start;
+--iteration 2 judges each run at its iteration 2 instead of its last (a 6-iteration run's first
+two iterations, without training them again). Prints the table and writes it to
+OUT/comparison.md (or OUT/comparison-iter-N-vs-B.md).
 """
 
 from __future__ import annotations
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated run.seed values: every variant runs once per seed, in OUT/NAME/seed-S")
     parser.add_argument("--base-iteration", type=int, default=0,
                         help="measure each run against its own checkpoint N (judged: eval.every), not its start")
+    parser.add_argument("--iteration", type=int, default=None,
+                        help="judge every run at its checkpoint N (judged: eval.every), not its last: "
+                             "iteration 2 of 6-iteration runs without training them again")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("variants", nargs="+", help="NAME or NAME:key=value,key=value")
     args = parser.parse_args(argv)
@@ -142,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         # every variant's config is valid before any runs
         final_iterations = {name: load_config(args.config, shared + overrides).run.iterations
                             for name, overrides in variants}
+        if args.iteration is not None:
+            longer = [name for name, last in final_iterations.items() if args.iteration > last]
+            if longer:
+                raise ConfigError(f"--iteration {args.iteration}: {', '.join(longer)} train(s) fewer iterations")
+            final_iterations = dict.fromkeys(final_iterations, args.iteration)
         seeds = args.seeds
         variant_runs = {}
         for name, overrides in variants:
@@ -151,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                 run_variant(args.config, run_dir, shared + overrides + ([] if seed is None else [f"run.seed={seed}"]),
                             args.verbose)
                 variant_runs[name].append(run_dir)
-        missing = [str(run) for runs in variant_runs.values() for run in runs
-                   if not list((run / "eval" / "answers").glob(f"*/iter-{args.base_iteration}.jsonl"))]
-        if missing:
-            raise ConfigError(f"--base-iteration {args.base_iteration}: never judged in {', '.join(missing)} "
-                              "(RUN/eval/answers/SET/iter-N.jsonl; eval.every sets which iterations are)")
+        for flag, iteration in (("--base-iteration", args.base_iteration), ("--iteration", args.iteration)):
+            missing = [str(run) for runs in variant_runs.values() for run in runs
+                       if iteration is not None
+                       and not list((run / "eval" / "answers").glob(f"*/iter-{iteration}.jsonl"))]
+            if missing:
+                raise ConfigError(f"{flag} {iteration}: never judged in {', '.join(missing)} "
+                                  "(RUN/eval/answers/SET/iter-N.jsonl; eval.every sets which iterations are)")
         rows = comparison_rows(variant_runs, final_iterations, config.eval, config.run.seed, args.base_iteration)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -163,12 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     base = "its base" if args.base_iteration == 0 else f"its iter-{args.base_iteration}"
     table = format_markdown(rows, variants[0][0], base)
     command = "python jobs/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    (out / "comparison.md").write_text(f"# Comparison\n\n`{command}`\n\nDifference per evaluation set (final policy "
-                                       f"minus {'the starting one' if args.base_iteration == 0 else f'its own iteration {args.base_iteration}'}, "
-                                       "and minus the first variant's final policy), "
-                                       f"with paired bootstrap 95% intervals.\n\n{table}\n")
+    judged = "final policy" if args.iteration is None else f"policy at iteration {args.iteration}"
+    own_base = "the starting one" if args.base_iteration == 0 else f"its own iteration {args.base_iteration}"
+    # a table at another checkpoint, or against one, sits beside the final one instead of replacing it
+    name = ("comparison.md" if args.iteration is None and args.base_iteration == 0
+            else f"comparison-iter-{'last' if args.iteration is None else args.iteration}-vs-{args.base_iteration}.md")
+    (out / name).write_text(f"# Comparison\n\n`{command}`\n\nDifference per evaluation set ({judged} minus "
+                            f"{own_base}, and minus the first variant's {judged}), "
+                            f"with paired bootstrap 95% intervals.\n\n{table}\n")
     print(table)
-    print(f"[compare] wrote {out / 'comparison.md'}")
+    print(f"[compare] wrote {out / name}")
     return 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
-from compare import comparison_rows, format_markdown, parse_variant, seed_list  # noqa: E402
+from compare import comparison_rows, format_markdown, main, parse_variant, seed_list  # noqa: E402
 
 from configs.schema import EvalConfig  # noqa: E402
 from crowdless.data.prompt_sets import DistinctPrompt  # noqa: E402
@@ -96,3 +96,11 @@ def test_a_set_some_runs_never_judged_is_left_out_of_the_table(tmp_path):
     rows = comparison_rows({"textrank": [tmp_path / "seed-0", tmp_path / "seed-1"]}, {"textrank": 2},
                            EvalConfig(bootstrap_resamples=200), seed=0)
     assert {set_name for set_name, *_ in rows} == {"unseen"}
+
+
+def test_an_iteration_a_variant_never_reaches_is_refused_before_anything_trains(tmp_path, capsys):
+    code = main(["--config", "tiny", "--out", str(tmp_path), "--iteration", "4",
+                 "short", "long:run.iterations=6"])
+    assert code == 2
+    assert "--iteration 4: short train(s) fewer iterations" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any variant trained
