@@ -176,6 +176,8 @@ def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
     assert [m["iteration"] for m in metrics] == [1, 2]
     assert all(m["policy_loss"] is not None for m in metrics) and "rm_loss" not in metrics[0]
     assert all((m.get("forward_kl", -1) >= 0) == bool(anchor) for m in metrics)
+    # the KL to the start on each iteration's own samples: none until the policy has trained once
+    assert metrics[0]["policy_drift"] == 0 and metrics[1]["policy_drift"] != 0
     latest = run_dir / "checkpoints" / "latest"
     assert sorted(p.name for p in latest.iterdir() if p.is_dir()) == ["policy", "training_state"]
     assert sorted(p.name for p in (latest / "training_state").iterdir() if p.is_dir()) == ["policy"]

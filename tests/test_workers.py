@@ -353,6 +353,18 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     names = [name for name, _ in learner.policy.module.named_parameters()]
     moved = sum(int((now[k] != initial[k]).sum()) for k in names) / sum(initial[k].numel() for k in names)
     assert metrics["policy_weights_moved"] == pytest.approx(moved) and moved > 0
+    assert metrics["policy_drift"] == 0  # sampled by the start: no drift yet
+    # the second phase measures the moved policy's KL to the start on the answers, before training
+    policy_is_reference = learner.models.policy_is_reference
+    rows = [(r.prompt, r.response_text) for r in rollouts]
+    if preference:
+        moved_logps, _ = learner.models.answer_logprobs(learner.policy.module, rows)
+        start_logps, _ = learner.models.answer_logprobs(learner.models.reference, rows)
+        expected = sum(moved_logps[row] - start_logps[row] for row in rows) / len(rows)
+    metrics = learner.train_policy(rollouts, 2, groups)
+    assert not policy_is_reference and metrics["policy_drift"] != 0
+    if preference:
+        assert metrics["policy_drift"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
     learner.save_checkpoint(str(tmp_path))
     assert (tmp_path / "policy" / "config.json").exists() and not (tmp_path / "value_model").exists()
     assert (tmp_path / "reward_model").exists() == config.trains_reward_model

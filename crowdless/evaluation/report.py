@@ -17,9 +17,11 @@ from crowdless.evaluation.judge import CIRCULAR_NOTE, ORDERERS, SETS, read_answe
 # (key, console label, digits, plot title). The policy-gradient objectives report the KL to the
 # reference; dpo the share of its pairs whose implicit reward orders them right, and the margin;
 # listwise the share of its lists whose best answer it scores highest; each the share of the
-# policy's weights that moved (in bf16 a short run can leave most where they were).
+# policy's weights that moved (in bf16 a short run can leave most where they were), and its KL to
+# the start on the answers it sampled before training on them (no labels: E25).
 POLICY_SIGNALS = (
     ("kl", "kl", 4, "KL to the reference (trained)"),
+    ("policy_drift", "drift", 2, "KL to the start on its own samples, nats per answer"),
     ("reward_accuracy", "pair_acc", 2, "pairs ordered right by the policy (trained)"),
     ("reward_margin", "margin", 3, "DPO implicit reward margin (trained)"),
     ("top1_accuracy", "top1", 2, "lists whose best answer scores highest (trained)"),

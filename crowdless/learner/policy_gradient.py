@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from algos.objectives import Objective, PolicyLossInputs, RolloutBatch
+from algos.objectives import Objective, PolicyLossInputs, RolloutBatch, sequence_logprobs
 from configs.schema import RewardConfig
 from crowdless.learner.policy import PolicyModels, objective_params
 from crowdless.learner.steps import StepLosses, train_steps
@@ -103,5 +103,8 @@ def train_policy_gradient(models: PolicyModels, objective: Objective, rollouts: 
         "reward_mean": rewards.mean().item(),
         "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
         "policy_tokens_per_second": int(mask.sum().item()) * cfg.epochs / seconds,
+        # KL(policy || reference) on the answers it sampled, nats per answer (as preference.policy_drift)
+        "policy_drift": (sequence_logprobs(stats["old_logprobs"], mask)
+                         - sequence_logprobs(stats["ref_logprobs"], mask)).mean().item(),
     })
     return metrics

@@ -47,6 +47,21 @@ def sampled_rows(models: PolicyModels, rollouts: list[Rollout]) -> dict[Row, Rol
     return {(r.prompt, r.response_text): r for r in rollouts}
 
 
+@torch.no_grad()
+def policy_drift(models: PolicyModels, answers: list[Row], reference: dict[Row, float],
+                 sampled: dict[Row, Rollout]) -> float:
+    """KL(policy || reference) estimated on the answers the policy just sampled, before it trains
+    on them: the mean over them of log pi(y|x) - log pi_ref(y|x), in nats per answer. A label-free
+    measure of how far the policy has moved (E25: the references held while it stayed near 6 and
+    fell once it passed 11). Every rank computes it over every answer: under ZeRO-3 a forward of
+    the policy needs all ranks."""
+    if models.policy_is_reference or not answers:
+        return 0.0
+    models.policy.module.eval()
+    policy, _ = models.answer_logprobs(models.policy.module, answers, sampled)
+    return sum(policy[row] - reference[row] for row in answers) / len(answers)
+
+
 def train_preference(models: PolicyModels, objective: Objective, groups: list[RankedGroup],
                      rollouts: list[Rollout], rng: np.random.Generator,
                      report: Callable[[int, int], None]) -> dict[str, float]:
@@ -59,10 +74,13 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
     per_step = max(1, cfg.minibatch_size // max(len(item) for item in items))
     order = [int(i) for _ in range(cfg.epochs) for i in rng.permutation(len(items))]
     steps = [order[i:i + per_step] for i in range(0, len(order), per_step)]
-    # the frozen reference's log-probs once per phase, each distinct row once
+    # the frozen reference's log-probs once per phase, each distinct row once: this rank's items,
+    # and every sampled answer (most are in the items too) for the policy's drift
     mine = [i for whole in steps for i in models.ranks.share(whole)[0]]
-    reference, reference_tokens = models.answer_logprobs(models.reference, [row for i in mine for row in items[i]],
-                                                         sampled)
+    answers = [(r.prompt, r.response_text) for r in rollouts]
+    reference, reference_tokens = models.answer_logprobs(
+        models.reference, [row for i in mine for row in items[i]] + answers, sampled)
+    drift = policy_drift(models, answers, reference, sampled)
     models.policy.module.train()
     tokens = 0
 
@@ -97,7 +115,8 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
     seconds = time.perf_counter() - start
     tokens = models.ranks.sum([tokens])[0]
     summary.update({"policy_loss": summary.get(f"{objective.name}_loss", float("nan")),
-                    "preference_items": len(items), "policy_tokens_per_second": tokens / seconds})
+                    "preference_items": len(items), "policy_tokens_per_second": tokens / seconds,
+                    "policy_drift": drift})
     if sampled:  # the share of trained answers that are sampled token rows (the rest: noised)
         rows = {row for item in items for row in item}
         summary["preference_rows_sampled"] = sum(row in sampled for row in rows) / len(rows)
