@@ -70,6 +70,8 @@ class ObjectiveParams:
                 the loss (RPO, Pang et al. 2024, arXiv 2404.19733; 0: none). See `anchored`.
     forward_kl_coef  dpo, listwise: weight of the trained answers' KL(pi_ref || pi) over the whole
                 vocabulary at each of their tokens (summed per answer, mean over answers). See `anchored`.
+    length_coef dpo, listwise: nats each answer's implicit reward loses per token (R-DPO, Park et
+                al. 2024, arXiv 2403.19159; 0: none). See `length_penalised`.
     group_eps   grpo: eps in (r - mean_g) / (std_g + eps).
     scale       grpo: what divides the centred rewards: "group" each group's own std (DeepSeekMath),
                 "batch" one std of the centred rewards over the whole batch (a group whose answers
@@ -86,6 +88,7 @@ class ObjectiveParams:
     beta: float = 0.1
     nll_coef: float = 0.0
     forward_kl_coef: float = 0.0
+    length_coef: float = 0.0
     group_eps: float = 1e-6
     scale: Literal["group", "batch", "none"] = "group"
 
@@ -161,7 +164,7 @@ class PreferenceBatch:
     mask       [G, K] True = a real answer; padding anywhere is ignored (values there are not read)
     kl         [G, K] sum_t k3(pi, pi_ref) over each answer's tokens (with grad); needed when
                kl_coef > 0 (see `anchored`)
-    lengths    [G, K] tokens in each answer; needed when nll_coef > 0
+    lengths    [G, K] tokens in each answer; needed when nll_coef or length_coef > 0
     forward_kl [G, K] sum_t KL(pi_ref || pi) over the vocabulary at each of the answer's tokens
                (with grad; algos.losses.forward_kl); needed when forward_kl_coef > 0
     Pairs (dpo) are K = 2 rows (chosen, rejected): build them with `PreferenceBatch.from_pairs`.
@@ -520,18 +523,38 @@ def anchored(result: tuple[torch.Tensor, Metrics], batch: PreferenceBatch,
     return loss, metrics
 
 
+def length_penalised(batch: PreferenceBatch, params: ObjectiveParams) -> torch.Tensor:
+    """The reference log-probs that make each answer's implicit reward R-DPO's (Park et al. 2024,
+    arXiv 2403.19159):
+
+        r_k = beta * log(pi(y_k|x) / pi_ref(y_k|x)) - length_coef * |y_k|
+            = beta * (log pi(y_k|x) - [log pi_ref(y_k|x) + (length_coef / beta) * |y_k|])
+
+    A pair whose chosen answer is the shorter starts partly won, so the loss pushes less towards
+    shorter answers for their own sake: under `ranking.cut_answers: last` nearly every early pair
+    is a finished answer over one cut at the cap, and the chosen side stayed shorter at every
+    iteration while the policy shrank into echoes of the prompt (docs/experiments.md E25).
+    """
+    if params.length_coef == 0:
+        return batch.ref_logps
+    if batch.lengths is None:
+        raise ValueError("length_coef > 0 needs PreferenceBatch.lengths")
+    return batch.ref_logps + params.length_coef / params.beta * batch.lengths
+
+
 def dpo_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torch.Tensor, Metrics]:
     """Online DPO (Rafailov et al. 2023, Eq. 7) on a [P, 2] batch of (chosen, rejected) pairs:
 
         L = -mean log sigmoid(beta * ((log pi_w - log ref_w) - (log pi_l - log ref_l)))
 
     Inputs are sequence log-prob sums (sequence_logprobs). Every row must hold two real answers.
-    kl_coef, nll_coef and forward_kl_coef > 0 add `anchored`'s terms.
+    kl_coef, nll_coef and forward_kl_coef > 0 add `anchored`'s terms; length_coef > 0 makes the
+    implicit rewards R-DPO's (`length_penalised`).
     """
     if batch.logps.shape[1] != 2 or not bool(batch.mask.all()):
         raise ValueError("dpo needs [P, 2] (chosen, rejected) rows with no padding, "
                          f"got {tuple(batch.logps.shape)}")
-    logps, ref = batch.logps, batch.ref_logps
+    logps, ref = batch.logps, length_penalised(batch, params)
     return anchored(dpo_pair_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], params.beta), batch, params)
 
 
@@ -542,9 +565,11 @@ def listwise_loss(batch: PreferenceBatch, params: ObjectiveParams) -> tuple[torc
         L = mean_g -sum_{k < K_g} [ s_k - logsumexp(s_k..s_{K_g}) ],
         s_k = beta * log(pi(y_k|x) / pi_ref(y_k|x))
 
-    See plackett_luce_loss. Equals dpo_loss on K = 2 lists. kl_coef, nll_coef and forward_kl_coef > 0 add `anchored`'s terms.
+    See plackett_luce_loss. Equals dpo_loss on K = 2 lists. kl_coef, nll_coef and forward_kl_coef > 0 add `anchored`'s terms;
+    length_coef > 0 takes length_coef per token off each s_k (`length_penalised`).
     """
-    return anchored(plackett_luce_loss(batch.logps, batch.ref_logps, batch.mask, params.beta), batch, params)
+    return anchored(plackett_luce_loss(batch.logps, length_penalised(batch, params), batch.mask, params.beta),
+                    batch, params)
 
 
 # ---- registry ------------------------------------------------------------------------------------

@@ -199,6 +199,10 @@ class PolicyConfig(Section):
         "vocabulary at each trained answer token (summed per answer, mean over answers). Unlike "
         "kl_coef's k3, which sees only the sampled token, it grows when the policy drops "
         "probability the reference gave elsewhere, such as a human reply's first word (0: none).")
+    length_coef: float = Field(
+        0.0, ge=0.0, description="dpo and listwise: nats each answer's implicit reward loses per "
+        "token (R-DPO, arXiv 2403.19159): a pair whose chosen answer is shorter pushes less "
+        "towards shorter answers for their own sake (0: none).")
     old_logprobs: Literal["engine", "recompute"] = Field(
         "engine", description="Policy-gradient objectives: log-probs of the sampling policy: the "
         "rollout engine's own (it holds the learner's weights; metrics.jsonl's engine_logprob_gap, "
@@ -418,7 +422,7 @@ class CrowdlessConfig(Section):
         from algos.objectives import get_objective
 
         if get_objective(self.policy.objective).kind != "preference":
-            for key in ("nll_coef", "forward_kl_coef"):
+            for key in ("nll_coef", "forward_kl_coef", "length_coef"):
                 if getattr(self.policy, key) > 0:
                     raise ValueError(f"policy.{key} applies to dpo and listwise only, not to "
                                      f"policy.objective {self.policy.objective!r}: set it to 0")

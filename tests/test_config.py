@@ -104,7 +104,7 @@ def test_every_field_is_documented():
     assert undocumented == []
 
 
-@pytest.mark.parametrize("key", ["nll_coef", "forward_kl_coef"])
+@pytest.mark.parametrize("key", ["nll_coef", "forward_kl_coef", "length_coef"])
 def test_the_preference_anchors_are_refused_for_a_policy_gradient_objective(key):
     assert getattr(load_config("tiny", ["policy.objective=dpo", f"policy.{key}=0.5"]).policy, key) == 0.5
     with pytest.raises(ConfigError, match=rf"policy.{key} applies to dpo and listwise only, not to "

@@ -359,6 +359,25 @@ def test_the_forward_kl_anchor_adds_its_mean_over_real_answers(name):
         get_objective(name).loss(PreferenceBatch(logps, ref), ObjectiveParams(kl_coef=0.0, forward_kl_coef=0.5))
 
 
+@pytest.mark.parametrize("name", ["dpo", "listwise"])
+def test_the_length_term_takes_length_coef_per_token_off_each_implicit_reward(name):
+    """R-DPO: with beta 0.1 and length_coef 0.05, a chosen answer 20 tokens shorter than the
+    rejected one starts the pair 1.0 nat of margin ahead, so its loss is log(1 + e^-1)."""
+    logps = torch.tensor([[-30.0, -60.0]], requires_grad=True)
+    ref = logps.detach().clone()  # the policy is the reference: beta's margin is 0
+    lengths = torch.tensor([[10.0, 30.0]])
+    params = ObjectiveParams(kl_coef=0.0, beta=0.1, length_coef=0.05)
+    loss, _ = get_objective(name).loss(PreferenceBatch(logps, ref, lengths=lengths), params)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-1.0)), rel=1e-5)
+    plain, _ = get_objective(name).loss(PreferenceBatch(logps, ref, lengths=lengths), ObjectiveParams(kl_coef=0.0))
+    assert plain.item() == pytest.approx(math.log(2.0))
+    # the shorter-chosen pair pushes less: sigmoid(-1) instead of sigmoid(0) of the gradient
+    grad = torch.autograd.grad(loss, logps)[0]
+    assert grad[0, 0].item() == pytest.approx(-0.1 / (1 + math.e), rel=1e-5)
+    with pytest.raises(ValueError, match="PreferenceBatch.lengths"):
+        get_objective(name).loss(PreferenceBatch(logps, ref), params)
+
+
 # ---- listwise -----------------------------------------------------------------------------------
 def test_listwise_with_two_answers_equals_dpo():
     g = torch.Generator().manual_seed(7)

@@ -332,7 +332,8 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
     preference = objective in ("dpo", "listwise")
     config = config.model_copy(update={
         "policy": config.policy.model_copy(update={"objective": objective, "nll_coef": 0.5 * preference,
-                                                   "forward_kl_coef": 0.5 * preference}),
+                                                   "forward_kl_coef": 0.5 * preference,
+                                                   "length_coef": 0.05 * preference}),
         "reward": config.reward.model_copy(update={"source": source})})
     learner = LearnerWorker(config, tiny_model_dir, tiny_model_dir, tiny_model_dir)
     assert config.trains_reward_model == (objective not in ("dpo", "listwise") and source == "reward_model")

@@ -93,4 +93,5 @@ def objective_params(config: CrowdlessConfig) -> ObjectiveParams:
     return ObjectiveParams(kl_coef=policy.kl_coef, kl_mode=ppo.kl_mode, gamma=policy.gamma,
                            lam=ppo.lam, clip_ratio=policy.clip_ratio, value_clip=ppo.value_clip,
                            whiten=policy.whiten_advantages, beta=policy.beta, nll_coef=policy.nll_coef,
-                           forward_kl_coef=policy.forward_kl_coef, scale=policy.scale_rewards)
+                           forward_kl_coef=policy.forward_kl_coef, length_coef=policy.length_coef,
+                           scale=policy.scale_rewards)
