@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         final_iterations = {name: load_config(args.config, shared + overrides).run.iterations
                             for name, overrides in variants}
         if args.iteration is not None:
+            if args.iteration < 1:
+                raise ConfigError(f"--iteration {args.iteration}: a trained checkpoint is 1 or more")
             longer = [name for name, last in final_iterations.items() if args.iteration > last]
             if longer:
                 raise ConfigError(f"--iteration {args.iteration}: {', '.join(longer)} train(s) fewer iterations")

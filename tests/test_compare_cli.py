@@ -104,3 +104,5 @@ def test_an_iteration_a_variant_never_reaches_is_refused_before_anything_trains(
     assert code == 2
     assert "--iteration 4: short train(s) fewer iterations" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before any variant trained
+    assert main(["--config", "tiny", "--out", str(tmp_path), "--iteration", "0", "short"]) == 2
+    assert "a trained checkpoint is 1 or more" in capsys.readouterr().err

@@ -52,9 +52,9 @@ def policy_drift(models: PolicyModels, answers: list[Row], reference: dict[Row, 
                  sampled: dict[Row, Rollout]) -> float:
     """KL(policy || reference) estimated on the answers the policy just sampled, before it trains
     on them: the mean over them of log pi(y|x) - log pi_ref(y|x), in nats per answer. A label-free
-    measure of how far the policy has moved (E25: the references held while it stayed near 6 and
-    fell once it passed 11). Every rank computes it over every answer: under ZeRO-3 a forward of
-    the policy needs all ranks."""
+    measure of how far the policy has moved, not of harm on its own (docs/experiments.md E25,
+    E27). Every rank computes it over every answer: under ZeRO-3 a forward of the policy needs
+    all ranks."""
     if models.policy_is_reference or not answers:
         return 0.0
     models.policy.module.eval()
