@@ -165,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                             args.verbose)
                 variant_runs[name].append(run_dir)
         for flag, iteration in (("--base-iteration", args.base_iteration), ("--iteration", args.iteration)):
+            if iteration is None:
+                continue
             missing = [str(run) for runs in variant_runs.values() for run in runs
-                       if iteration is not None
-                       and not list((run / "eval" / "answers").glob(f"*/iter-{iteration}.jsonl"))]
+                       if not list((run / "eval" / "answers").glob(f"*/iter-{iteration}.jsonl"))]
             if missing:
                 raise ConfigError(f"{flag} {iteration}: never judged in {', '.join(missing)} "
                                   "(RUN/eval/answers/SET/iter-N.jsonl; eval.every sets which iterations are)")
