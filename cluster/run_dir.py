@@ -7,6 +7,7 @@
     RUN_DIR/checkpoints/iter-N/replay.jsonl, state.json
     RUN_DIR/checkpoints/latest -> iter-N   newest complete checkpoint
     RUN_DIR/control.yaml                optional, read each iteration: {rollout_workers: N}
+    RUN_DIR/stopped.json                where run.stop_at_drift ended the run early
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def check_run_dir(run_dir: Path) -> None:
 
 
 # Keys a resumed run may change: how long it goes on, and where the folder is spelled from.
-RESUMABLE_KEYS = ("run.iterations", "run.dir")
+RESUMABLE_KEYS = ("run.iterations", "run.stop_at_drift", "run.dir")
 
 
 def config_changes(run_dir: Path, config_tree: dict) -> list[str]:
@@ -91,6 +92,27 @@ def mark_complete(run_dir: Path, iteration: int, state: dict) -> None:
         staging.unlink()
     staging.symlink_to(folder.name)
     os.replace(staging, link)
+
+
+def mark_stopped(run_dir: Path, iteration: int, policy_drift: float, stop_at_drift: float) -> dict:
+    """RUN_DIR/stopped.json: the run ended at `iteration` before training it (run.stop_at_drift)."""
+    stop = {"iteration": iteration, "policy_drift": policy_drift, "stop_at_drift": stop_at_drift}
+    (run_dir / "stopped.json").write_text(json.dumps(stop, indent=2))
+    return stop
+
+
+def stopped_at(run_dir: Path, stop_at_drift: float | None) -> dict | None:
+    """The run's stop (mark_stopped) where it still holds under this stop_at_drift: resumed with the
+    same budget, the run would stop at the same place again. A stop a raised or lifted budget no
+    longer holds is removed, and the run goes on."""
+    path = run_dir / "stopped.json"
+    if not path.exists():
+        return None
+    stop = json.loads(path.read_text())
+    if stop_at_drift is not None and stop["policy_drift"] >= stop_at_drift:
+        return stop
+    path.unlink()
+    return None
 
 
 def discard_incomplete_checkpoints(run_dir: Path, latest_iteration: int) -> list[str]:
@@ -189,6 +211,18 @@ class MetricsLog:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and value is not None and key not in ("iteration", "time"):
                     self.writer.add_scalar(key, value, iteration)
+            self.writer.flush()
+
+    def amend_last(self, metrics: dict) -> None:
+        """Add metrics to the last iteration's line: the held-out evaluation of a run's last policy
+        when the run stopped early (run.stop_at_drift), after that line was written."""
+        lines = self.path.read_text().splitlines()
+        record = {**json.loads(lines[-1]), **{k: _plain(v) for k, v in metrics.items()}}
+        self.path.write_text("".join(line + "\n" for line in [*lines[:-1], json.dumps(record)]))
+        if self.writer:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["iteration"])
             self.writer.flush()
 
     def close(self) -> None:

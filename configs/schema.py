@@ -34,6 +34,12 @@ class RunConfig(Section):
     dir: str = Field("runs/default", description="Run directory: config, metrics, checkpoints.")
     seed: int = Field(0, description="Seeds data order, sampling, ranking, noise and init.")
     iterations: int = Field(2, ge=1, description="Rollout-rank-train iterations.")
+    stop_at_drift: float | None = Field(
+        None, gt=0, description="End the run early once the policy has drifted this far from its start: "
+        "policy_drift (its KL to the start on the answers it just sampled, nats per answer) measured at "
+        "an iteration's policy phase, before it trains. That policy, the previous iteration's, is the run's "
+        "last: judged, served and resumed from. None: every iteration trains (docs/experiments.md E28)."
+    )
     log_tensorboard: bool = Field(True, description="Also write TensorBoard events.")
 
 

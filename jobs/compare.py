@@ -18,6 +18,7 @@ OUT/comparison.md (or OUT/comparison-iter-N-vs-B.md).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -51,14 +52,22 @@ def run_variant(config_path: str, run_dir: Path, overrides: list[str], verbose: 
         raise RuntimeError(f"variant in {run_dir} failed; see {run_dir / 'logs'}")
 
 
-def _pooled_scores(runs: list[Path], set_name: str, iteration: int) -> dict:
-    """Per-prompt scores of one checkpoint on one evaluation set, the runs' (seeds') prompts one
-    after another: each seed judges its own prompts, so seeds pool rather than average."""
+def last_iteration(run: Path, iterations: int) -> int:
+    """A run's last policy: iteration run.iterations, or the one before the iteration at which
+    run.stop_at_drift ended it (RUN/stopped.json)."""
+    stopped = run / "stopped.json"
+    return json.loads(stopped.read_text())["iteration"] - 1 if stopped.exists() else iterations
+
+
+def _pooled_scores(runs: list[Path], set_name: str, iterations: list[int]) -> dict:
+    """Per-prompt scores of one checkpoint per run on one evaluation set, the runs' (seeds') prompts
+    one after another: each seed judges its own prompts, so seeds pool rather than average."""
     import numpy as np
 
     from crowdless.evaluation.judge import read_answers
 
-    per_run = [read_answers(run / "eval" / "answers" / set_name / f"iter-{iteration}.jsonl")[1] for run in runs]
+    per_run = [read_answers(run / "eval" / "answers" / set_name / f"iter-{iteration}.jsonl")[1]
+               for run, iteration in zip(runs, iterations)]
     keys = [key for key in per_run[0] if all(key in scores for scores in per_run)]
     return {key: np.concatenate([scores[key] for scores in per_run]) for key in keys}
 
@@ -69,10 +78,10 @@ def _headline(table: dict) -> dict:
     return {m: table[m] for m in [*HEADLINE, "meteor_nosyn", "loop"] if m in table}
 
 
-def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[str, int], eval_config,
+def comparison_rows(variant_runs: dict[str, list[Path]], judged: dict[Path, int], eval_config,
                     seed: int, base_iteration: int = 0):
-    """Per evaluation set, one row per run of each variant, at its own last iteration (variants may
-    train for different numbers of iterations), then, where a variant ran several seeds, a row on
+    """Per evaluation set, one row per run of each variant, at its judged iteration (its own last:
+    variants may train for different numbers of iterations, and a run may stop early), then, where a variant ran several seeds, a row on
     all its seeds' prompts together. Each row: (set, label, against its own starting model,
     against the first variant's run(s) of the same seed(s), or None where the two judged different
     prompts: a variant that changes the trained prompts has another trained set). base_iteration:
@@ -92,11 +101,11 @@ def comparison_rows(variant_runs: dict[str, list[Path]], final_iterations: dict[
                 entries.append((f"{name} ({len(runs)} seeds pooled)", list(range(len(runs)))))
             for label, indices in entries:
                 own_runs = [runs[i] for i in indices]
-                last = _pooled_scores(own_runs, set_name, final_iterations[name])
-                base = _pooled_scores(own_runs, set_name, base_iteration)
+                last = _pooled_scores(own_runs, set_name, [judged[run] for run in own_runs])
+                base = _pooled_scores(own_runs, set_name, [base_iteration] * len(own_runs))
                 own = compare(base, last, seed, eval_config.bootstrap_resamples)
-                reference = _pooled_scores([variant_runs[first][i] for i in indices], set_name,
-                                           final_iterations[first])
+                first_runs = [variant_runs[first][i] for i in indices]
+                reference = _pooled_scores(first_runs, set_name, [judged[run] for run in first_runs])
                 same_prompts = len(next(iter(reference.values()))) == len(next(iter(last.values())))
                 paired = compare(reference, last, seed, eval_config.bootstrap_resamples) if same_prompts else None
                 rows.append((set_name, label, _headline(own), _headline(paired) if paired else None))
@@ -154,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
             longer = [name for name, last in final_iterations.items() if args.iteration > last]
             if longer:
                 raise ConfigError(f"--iteration {args.iteration}: {', '.join(longer)} train(s) fewer iterations")
-            final_iterations = dict.fromkeys(final_iterations, args.iteration)
         seeds = args.seeds
         variant_runs = {}
         for name, overrides in variants:
@@ -172,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             if missing:
                 raise ConfigError(f"{flag} {iteration}: never judged in {', '.join(missing)} "
                                   "(RUN/eval/answers/SET/iter-N.jsonl; eval.every sets which iterations are)")
-        rows = comparison_rows(variant_runs, final_iterations, config.eval, config.run.seed, args.base_iteration)
+        judged = {run: args.iteration or last_iteration(run, final_iterations[name])
+                  for name, runs in variant_runs.items() for run in runs}
+        rows = comparison_rows(variant_runs, judged, config.eval, config.run.seed, args.base_iteration)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

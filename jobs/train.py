@@ -173,7 +173,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
     from crowdless.learner.checkpoint import TRAINING_STATE
     from cluster.run_dir import (MetricsLog, check_room_for_checkpoint, check_run_dir, checkpoint_dir, config_changes,
                                  discard_incomplete_checkpoints, is_run_dir, latest_checkpoint, mark_complete,
-                                 prune_training_state)
+                                 mark_stopped, prune_training_state, stopped_at)
 
     run_dir = Path(config.run.dir).resolve()
     check_run_dir(run_dir)
@@ -200,6 +200,10 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
     if start_iteration > config.run.iterations:
         print(f"[crowdless] {run_dir} already finished {latest[0]} iterations", flush=True)
         return run_dir
+    if resume and (stop := stopped_at(run_dir, config.run.stop_at_drift)):
+        print(f"[crowdless] {run_dir} stopped at iteration {stop['iteration']} ({stop_reason(stop)}): its last "
+              f"policy is iteration {latest[0]}'s; a higher run.stop_at_drift lets it go on", flush=True)
+        return run_dir
     policy_path = resolve_model(config.model.policy)
     print_header(config, run_dir, policy_path, start_iteration, train_prompts, eval_prompts, report, verbose)
 
@@ -218,7 +222,7 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
               + (", ".join(restored) if restored else "no model (not in the checkpoint, or saved by a "
                  "learner group of another size or ZeRO stage: moments restart)"), flush=True)
     metrics_log = MetricsLog(run_dir, config.run.log_tensorboard, resume_after=start_iteration - 1)
-    total = config.run.iterations
+    total = final = config.run.iterations
 
     def generate(prompts, n, greedy, max_new_tokens):
         return rollouts.map("generate", prompts, n, greedy, max_new_tokens, progress="eval")
@@ -272,6 +276,12 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
         with phase("policy"):
             policy_metrics = learner.run("train_policy", flat, iteration, ranked,
                                          progress=("policy", iteration, "minibatch"))
+        if policy_metrics.get("stopped_at_drift"):  # nothing trained: the policy stays iteration - 1's
+            final = iteration - 1
+            stop = mark_stopped(run_dir, iteration, policy_metrics["policy_drift"], config.run.stop_at_drift)
+            print(f"[crowdless] stopping at iteration {iteration}: {stop_reason(stop)}; "
+                  f"the run ends on iteration {final}'s policy", flush=True)
+            break
 
         # 5. Rollout workers serve the new policy.
         with phase("weight_sync"):
@@ -322,11 +332,20 @@ def train(config: CrowdlessConfig, resume: bool, verbose: bool = False, force_co
             print(hint, flush=True)
         if config.serve.enabled and iteration == start_iteration:
             start_serving(run_dir, config)
+    if evaluation and final < total and final % config.eval.every:  # stopped before judging its last
+        metrics_log.amend_last(prefixed("eval_", evaluation.evaluate(f"iter-{final}", generate, answer_logprobs)))
     metrics_log.close()
-    print_summary(run_dir, total)
+    print_summary(run_dir, final)
     if evaluation:
-        report_held_out(evaluation, total, generate, learner, config)
+        report_held_out(evaluation, final, generate, learner, config)
+    if config.serve.enabled and final < start_iteration:  # stopped before this attempt completed an iteration
+        start_serving(run_dir, config)
     return run_dir
+
+
+def stop_reason(stop: dict) -> str:
+    return (f"policy_drift {stop['policy_drift']:.2f} nats per answer reached run.stop_at_drift "
+            f"{stop['stop_at_drift']:g}")
 
 
 def apply_control(run_dir: Path, rollouts) -> str | None:

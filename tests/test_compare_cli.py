@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
-from compare import comparison_rows, format_markdown, main, parse_variant, seed_list  # noqa: E402
+from compare import comparison_rows, format_markdown, last_iteration, main, parse_variant, seed_list  # noqa: E402
 
 from configs.schema import EvalConfig  # noqa: E402
 from crowdless.data.prompt_sets import DistinctPrompt  # noqa: E402
@@ -27,7 +27,8 @@ def test_each_variant_is_read_at_its_own_last_iteration(tmp_path):
         _write(tmp_path / name, 0, base)
     _write(tmp_path / "short", 2, [c + 0.1 for c in base])
     _write(tmp_path / "long", 6, [c + 0.3 for c in base])
-    rows = comparison_rows({"short": [tmp_path / "short"], "long": [tmp_path / "long"]}, {"short": 2, "long": 6},
+    judged = {tmp_path / "short": 2, tmp_path / "long": 6}
+    rows = comparison_rows({"short": [tmp_path / "short"], "long": [tmp_path / "long"]}, judged,
                            EvalConfig(bootstrap_resamples=200), seed=0)
     (_, short, own_short, _), (_, long, own_long, paired_long) = rows
     assert (short, long) == ("short", "long")
@@ -40,7 +41,7 @@ def test_a_run_is_measured_against_its_own_later_checkpoint_with_base_iteration(
     base = [0.2, 0.3, 0.4, 0.5]
     for iteration, shift in ((0, 0.0), (2, 0.25), (6, 0.1)):  # gained by iteration 2, lost some by 6
         _write(tmp_path / "long", iteration, [c + shift for c in base])
-    rows = comparison_rows({"long": [tmp_path / "long"]}, {"long": 6}, EvalConfig(bootstrap_resamples=200),
+    rows = comparison_rows({"long": [tmp_path / "long"]}, {tmp_path / "long": 6}, EvalConfig(bootstrap_resamples=200),
                            seed=0, base_iteration=2)
     (_, _, own, _), = rows
     assert np.isclose(own["cosine"]["difference"], -0.15)
@@ -61,7 +62,8 @@ def test_several_seeds_give_a_row_each_and_a_row_on_their_means(tmp_path):
             _write(run, 0, base)
             _write(run, 2, [c + gain for c in base])
     runs = {name: [tmp_path / name / "seed-0", tmp_path / name / "seed-1"] for name in ("textrank", "random")}
-    rows = comparison_rows(runs, {"textrank": 2, "random": 2}, EvalConfig(bootstrap_resamples=200), seed=0)
+    judged = {run: 2 for seeds in runs.values() for run in seeds}
+    rows = comparison_rows(runs, judged, EvalConfig(bootstrap_resamples=200), seed=0)
     labels = [label for _, label, _, _ in rows]
     assert labels == ["textrank (seed-0)", "textrank (seed-1)", "textrank (2 seeds pooled)",
                       "random (seed-0)", "random (seed-1)", "random (2 seeds pooled)"]
@@ -78,7 +80,8 @@ def test_each_set_gets_its_rows_and_a_variant_on_other_prompts_is_not_paired(tmp
             _write(tmp_path / name, 0, [0.2] * size, set_name)
             _write(tmp_path / name, 2, [0.3] * size, set_name)
     rows = comparison_rows({"textrank": [tmp_path / "textrank"], "wider": [tmp_path / "wider"]},
-                           {"textrank": 2, "wider": 2}, EvalConfig(bootstrap_resamples=200), seed=0)
+                           {tmp_path / "textrank": 2, tmp_path / "wider": 2}, EvalConfig(bootstrap_resamples=200),
+                           seed=0)
     assert [(s, label) for s, label, _, _ in rows] == [("trained", "textrank"), ("trained", "wider"),
                                                          ("unseen", "textrank"), ("unseen", "wider")]
     assert rows[1][3] is None and np.isclose(rows[3][3]["cosine"]["difference"], 0.0)
@@ -93,8 +96,8 @@ def test_a_set_some_runs_never_judged_is_left_out_of_the_table(tmp_path):
         for set_name in sets:
             _write(tmp_path / f"seed-{seed}", 0, [0.2] * 4, set_name)
             _write(tmp_path / f"seed-{seed}", 2, [0.3] * 4, set_name)
-    rows = comparison_rows({"textrank": [tmp_path / "seed-0", tmp_path / "seed-1"]}, {"textrank": 2},
-                           EvalConfig(bootstrap_resamples=200), seed=0)
+    rows = comparison_rows({"textrank": [tmp_path / "seed-0", tmp_path / "seed-1"]},
+                           {tmp_path / "seed-0": 2, tmp_path / "seed-1": 2}, EvalConfig(bootstrap_resamples=200), seed=0)
     assert {set_name for set_name, *_ in rows} == {"unseen"}
 
 
@@ -106,3 +109,20 @@ def test_an_iteration_a_variant_never_reaches_is_refused_before_anything_trains(
     assert not any(tmp_path.iterdir())  # refused before any variant trained
     assert main(["--config", "tiny", "--out", str(tmp_path), "--iteration", "0", "short"]) == 2
     assert "a trained checkpoint is 1 or more" in capsys.readouterr().err
+
+
+def test_a_run_stopped_by_its_drift_budget_is_judged_at_its_last_policy(tmp_path):
+    """run.stop_at_drift ended one seed before iteration 3 trained: that seed is read at iteration 2,
+    the other at its configured 6, and both pool into one row."""
+    base = [0.2, 0.3, 0.4, 0.5]
+    stopped, full = tmp_path / "seed-0", tmp_path / "seed-1"
+    for run, last, gain in ((stopped, 2, 0.1), (full, 6, 0.3)):
+        _write(run, 0, base)
+        _write(run, last, [c + gain for c in base])
+    (stopped / "stopped.json").write_text('{"iteration": 3, "policy_drift": 6.1, "stop_at_drift": 4.0}')
+    assert (last_iteration(stopped, 6), last_iteration(full, 6)) == (2, 6)
+    judged = {run: last_iteration(run, 6) for run in (stopped, full)}
+    rows = comparison_rows({"guarded": [stopped, full]}, judged, EvalConfig(bootstrap_resamples=200), seed=0)
+    by_label = {label: own for _, label, own, _ in rows}
+    assert np.isclose(by_label["guarded (seed-0)"]["cosine"]["difference"], 0.1)
+    assert np.isclose(by_label["guarded (2 seeds pooled)"]["cosine"]["difference"], 0.2)

@@ -190,6 +190,27 @@ def test_tiny_run_per_objective(objective, tmp_path, tiny_model_dir):
         assert [m["iteration"] for m in _metrics(run_dir)] == [1, 2, 3]
 
 
+def test_a_run_past_its_drift_budget_ends_on_the_policy_that_reached_it(tmp_path):
+    """run.stop_at_drift: iteration 2 finds that the policy iteration 1 trained has drifted past the
+    budget, trains nothing, and the run ends on iteration 1's policy: judged although eval.every
+    skipped it, left as the latest checkpoint, and not trained again on resume."""
+    run_dir = tmp_path / "run"
+    args = ("--config", "tiny", "--run-dir", str(run_dir), "policy.objective=dpo", "reward.source=ranker",
+            "run.iterations=3", "run.stop_at_drift=1e-6", "eval.every=2", "eval.agreement_prompts=0")
+    out = _train(*args)
+    assert "[iter 1/3]" in out and "[iter 2/3]" not in out
+    assert "stopping at iteration 2: policy_drift" in out and "the run ends on iteration 1's policy" in out
+    assert "done: 1 iterations" in out and "iteration 1 vs the starting model: trained: " in out
+    stop = json.loads((run_dir / "stopped.json").read_text())
+    assert stop["iteration"] == 2 and stop["policy_drift"] >= stop["stop_at_drift"] == 1e-6
+    assert (run_dir / "checkpoints" / "latest").resolve().name == "iter-1"
+    metrics = _metrics(run_dir)
+    assert [m["iteration"] for m in metrics] == [0, 1] and metrics[1]["eval_unseen_chrf"] is not None
+    assert (run_dir / "eval" / "answers" / "unseen" / "iter-1.jsonl").exists()
+    out = _train(*args, "--resume")
+    assert "stopped at iteration 2" in out and "workers ready" not in out
+
+
 def _worker_pid(run_dir: Path, name: str, exclude: set[int]) -> int:
     """The pid of a live worker, from its log file RUN_DIR/logs/NAME-PID.log."""
     pids = {int(path.stem.split("-")[1]) for path in (run_dir / "logs").glob(f"{name}-*.log")} - exclude

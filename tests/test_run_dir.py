@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
 import scale  # noqa: E402
 import train  # noqa: E402
 
-from cluster.run_dir import MetricsLog, read_control  # noqa: E402
+from cluster.run_dir import MetricsLog, checkpoint_dir, mark_complete, mark_stopped, read_control, stopped_at  # noqa: E402
 from configs.schema import dump_config, load_config  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -62,6 +62,38 @@ def test_a_resume_before_the_first_checkpoint_logs_no_row_twice(tmp_path):
     again.log(2, {"pairs": 4})
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in rows] == [0, 1, 2]
+
+
+def test_the_last_policy_of_a_stopped_run_gets_its_evaluation_on_its_own_line(tmp_path):
+    log = MetricsLog(tmp_path, tensorboard=False)
+    log.log(1, {"pairs": 3})
+    log.amend_last({"eval_unseen_chrf": 15.0, "eval_unseen_bleu": float("nan")})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [{**rows[0], "iteration": 1, "pairs": 3, "eval_unseen_chrf": 15.0, "eval_unseen_bleu": None}]
+
+
+def test_a_stop_holds_while_the_budget_does(tmp_path):
+    assert stopped_at(tmp_path, 4.0) is None  # never stopped
+    stop = mark_stopped(tmp_path, 3, 6.1, 4.0)
+    assert stopped_at(tmp_path, 4.0) == stop == {"iteration": 3, "policy_drift": 6.1, "stop_at_drift": 4.0}
+    assert stopped_at(tmp_path, 5.0) == stop  # a lower or slightly raised budget stops at the same policy
+    assert stopped_at(tmp_path, 8.0) is None and not (tmp_path / "stopped.json").exists()  # raised past it: go on
+    mark_stopped(tmp_path, 3, 6.1, 4.0)
+    assert stopped_at(tmp_path, None) is None and not (tmp_path / "stopped.json").exists()  # budget lifted
+
+
+def test_a_run_stopped_by_its_drift_budget_is_not_trained_again_on_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    overrides = [f"run.dir={run_dir}", "run.stop_at_drift=4"]
+    checkpoint_dir(run_dir, 2).mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(dump_config(load_config("tiny", overrides)))
+    mark_complete(run_dir, 2, {})
+    mark_stopped(run_dir, 3, 6.1, 4.0)
+    code = train.main(["--config", "tiny", "--run-dir", str(run_dir), "--resume", "run.iterations=6",
+                       "run.stop_at_drift=4"])
+    out = capsys.readouterr().out
+    assert code == 0 and "stopped at iteration 3 (policy_drift 6.10 nats per answer reached run.stop_at_drift 4)" in out
+    assert "its last policy is iteration 2's" in out and not (run_dir / "metrics.jsonl").exists()  # nothing ran
 
 
 @pytest.mark.parametrize("text, problem", [

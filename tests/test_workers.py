@@ -362,8 +362,18 @@ def test_learner_objectives(objective, source, config, tiny_model_dir, embedder,
         moved_logps, _ = learner.models.answer_logprobs(learner.policy.module, rows)
         start_logps, _ = learner.models.answer_logprobs(learner.models.reference, rows)
         expected = sum(moved_logps[row] - start_logps[row] for row in rows) / len(rows)
+    # run.stop_at_drift reached (any drift reaches -inf): the phase measures the drift, trains nothing
+    models_config = learner.models.config
+    learner.models.config = models_config.model_copy(
+        update={"run": models_config.run.model_copy(update={"stop_at_drift": float("-inf")})})
+    before = {k: v.clone() for k, v in learner.policy_state().items()}
+    stopped = learner.train_policy(rollouts, 2, groups)
+    assert stopped["stopped_at_drift"] and "policy_loss" not in stopped
+    assert all(torch.equal(before[k], v) for k, v in learner.policy_state().items())
+    learner.models.config = models_config
     metrics = learner.train_policy(rollouts, 2, groups)
     assert not policy_is_reference and metrics["policy_drift"] != 0
+    assert stopped["policy_drift"] == pytest.approx(metrics["policy_drift"], rel=1e-4, abs=1e-5)
     if preference:
         assert metrics["policy_drift"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
     learner.save_checkpoint(str(tmp_path))

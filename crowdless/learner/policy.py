@@ -95,3 +95,12 @@ def objective_params(config: CrowdlessConfig) -> ObjectiveParams:
                            whiten=policy.whiten_advantages, beta=policy.beta, nll_coef=policy.nll_coef,
                            forward_kl_coef=policy.forward_kl_coef, length_coef=policy.length_coef,
                            scale=policy.scale_rewards)
+
+
+def stopped_at_drift(config: CrowdlessConfig, drift: float) -> dict | None:
+    """run.stop_at_drift: the phase's metrics when the policy that sampled this iteration has drifted
+    that far from its start, so the phase trains nothing and the run ends on that policy; else None."""
+    budget = config.run.stop_at_drift
+    if budget is None or drift < budget:
+        return None
+    return {"policy_drift": drift, "stopped_at_drift": True}

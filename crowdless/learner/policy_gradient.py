@@ -11,7 +11,7 @@ import torch
 
 from algos.objectives import Objective, PolicyLossInputs, RolloutBatch, sequence_logprobs
 from configs.schema import RewardConfig
-from crowdless.learner.policy import PolicyModels, objective_params
+from crowdless.learner.policy import PolicyModels, objective_params, stopped_at_drift
 from crowdless.learner.steps import StepLosses, train_steps
 from crowdless.learner.tokens import chunks, pad_floats, token_batch
 from crowdless.data.records import RankedGroup, Rollout
@@ -66,6 +66,11 @@ def train_policy_gradient(models: PolicyModels, objective: Objective, rollouts: 
     has_engine_logprobs = all(len(r.logprobs) == len(r.response_ids) for r in rollouts)
     reuse = cfg.old_logprobs == "engine" and has_engine_logprobs
     stats = rollout_statistics(models, batch, engine_logprobs if reuse else None)
+    # KL(policy || reference) on the answers it sampled, nats per answer (as preference.policy_drift)
+    drift = (sequence_logprobs(stats["old_logprobs"], mask)
+             - sequence_logprobs(stats["ref_logprobs"], mask)).mean().item()
+    if stopped := stopped_at_drift(models.config, drift):
+        return stopped
     group = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g.answers) for g in groups]))
     values = stats["old_values"] * mask if stats["old_values"] is not None else None
     advantages, returns, metrics = objective.advantages(
@@ -103,8 +108,6 @@ def train_policy_gradient(models: PolicyModels, objective: Objective, rollouts: 
         "reward_mean": rewards.mean().item(),
         "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
         "policy_tokens_per_second": int(mask.sum().item()) * cfg.epochs / seconds,
-        # KL(policy || reference) on the answers it sampled, nats per answer (as preference.policy_drift)
-        "policy_drift": (sequence_logprobs(stats["old_logprobs"], mask)
-                         - sequence_logprobs(stats["ref_logprobs"], mask)).mean().item(),
+        "policy_drift": drift,
     })
     return metrics

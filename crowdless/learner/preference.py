@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from algos.losses import forward_kl, kl_k3
 from algos.objectives import Objective, PreferenceBatch, sequence_logprobs
-from crowdless.learner.policy import PolicyModels, objective_params
+from crowdless.learner.policy import PolicyModels, objective_params, stopped_at_drift
 from crowdless.learner.steps import StepLosses, train_steps
 from crowdless.learner.tokens import token_batch
 from crowdless.data.records import RankedGroup, Rollout
@@ -81,6 +81,8 @@ def train_preference(models: PolicyModels, objective: Objective, groups: list[Ra
     reference, reference_tokens = models.answer_logprobs(
         models.reference, [row for i in mine for row in items[i]] + answers, sampled)
     drift = policy_drift(models, answers, reference, sampled)
+    if stopped := stopped_at_drift(models.config, drift):
+        return stopped
     models.policy.module.train()
     tokens = 0
 
