@@ -143,12 +143,14 @@ def print_header(config: CrowdlessConfig, run_dir: Path, policy_path: str, start
 
     r, res = config.rollout, config.resources
     state = f"resuming at iteration {start_iteration}" if start_iteration > 1 else "new run"
+    budget = config.run.stop_at_drift
+    until = "" if budget is None else f" or until policy_drift reaches {budget:g}"
     dtype = resolve_dtype(config.model.dtype)
     per_token = kv_bytes_per_token(AutoConfig.from_pretrained(policy_path), dtype)
     kv_gib = kv_cache_bytes(r, per_token, r.prompts_per_iteration * r.samples_per_prompt) / GIB
     kv = f"KV cache {kv_gib:.2f} GiB" if r.backend == "vllm" else "transformers generate"
     lines = [
-        f"crowdless: {run_dir} ({state}, {config.run.iterations} iterations)",
+        f"crowdless: {run_dir} ({state}, {config.run.iterations} iterations{until})",
         f"  policy   {config.model.policy} ({dtype}" + (", auto" if config.model.dtype == "auto" else "") + ")",
         f"  data     {config.data.source}: {report.loaded} rows, {report.distinct_prompts} distinct prompts; "
         + (f"split by prompt: {len(train_prompts)} train / " if config.data.eval_source is None else
