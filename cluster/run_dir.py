@@ -105,14 +105,17 @@ def stopped_at(run_dir: Path, stop_at_drift: float | None) -> dict | None:
     """The run's stop (mark_stopped) where it still holds under this stop_at_drift: resumed with the
     same budget, the run would stop at the same place again. A stop a raised or lifted budget no
     longer holds is removed, and the run goes on."""
-    path = run_dir / "stopped.json"
-    if not path.exists():
-        return None
-    stop = json.loads(path.read_text())
-    if stop_at_drift is not None and stop["policy_drift"] >= stop_at_drift:
+    stop = read_stop(run_dir)
+    if stop is None or (stop_at_drift is not None and stop["policy_drift"] >= stop_at_drift):
         return stop
-    path.unlink()
+    (run_dir / "stopped.json").unlink()
     return None
+
+
+def read_stop(run_dir: Path) -> dict | None:
+    """RUN_DIR/stopped.json as mark_stopped wrote it, or None for a run that did not stop early."""
+    path = run_dir / "stopped.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def discard_incomplete_checkpoints(run_dir: Path, latest_iteration: int) -> list[str]:

@@ -18,7 +18,6 @@ OUT/comparison.md (or OUT/comparison-iter-N-vs-B.md).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -55,8 +54,10 @@ def run_variant(config_path: str, run_dir: Path, overrides: list[str], verbose: 
 def last_iteration(run: Path, iterations: int) -> int:
     """A run's last policy: iteration run.iterations, or the one before the iteration at which
     run.stop_at_drift ended it (RUN/stopped.json)."""
-    stopped = run / "stopped.json"
-    return json.loads(stopped.read_text())["iteration"] - 1 if stopped.exists() else iterations
+    from cluster.run_dir import read_stop
+
+    stop = read_stop(run)
+    return stop["iteration"] - 1 if stop else iterations
 
 
 def _pooled_scores(runs: list[Path], set_name: str, iterations: list[int]) -> dict:
