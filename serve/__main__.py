@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     try:
         while True:
-            time.sleep(3600)
+            # Short sleeps: a SIGINT the kernel hands to another thread (Ray's) only sets Python's
+            # flag, and the main thread raises KeyboardInterrupt when its sleep ends; with long ones,
+            # Serve outlived a stopped server and kept its port from the next one.
+            time.sleep(1)
     except KeyboardInterrupt:
         serve.shutdown()
     return 0
